@@ -1,0 +1,338 @@
+//! The engine driven by a fake transport and source: no network, no clock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::config::Options;
+
+/// Pends `n` times, waking itself each time, so other futures get to run in between.
+struct YieldTimes(u32);
+
+impl Future for YieldTimes {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+struct FakeRuntime {
+    now_ms: Cell<f64>,
+    slept_ms: RefCell<Vec<f64>>,
+}
+
+impl FakeRuntime {
+    fn new() -> Self {
+        Self { now_ms: Cell::new(0.0), slept_ms: RefCell::new(Vec::new()) }
+    }
+}
+
+impl Runtime for FakeRuntime {
+    fn now_ms(&self) -> f64 {
+        self.now_ms.set(self.now_ms.get() + 1.0);
+        self.now_ms.get()
+    }
+    async fn sleep(&self, ms: f64) {
+        self.slept_ms.borrow_mut().push(ms);
+        self.now_ms.set(self.now_ms.get() + ms);
+        YieldTimes(1).await;
+    }
+    fn random(&self) -> f64 {
+        0.5
+    }
+}
+
+/// Reads a byte vector in fixed slices, like the browser's Blob source.
+struct VecSource {
+    bytes: Vec<u8>,
+    chunk: u64,
+    next: u64,
+    announce_size: bool,
+    file_hash: Sha256,
+    live_bodies: std::rc::Rc<Cell<usize>>,
+    max_live_bodies: std::rc::Rc<Cell<usize>>,
+}
+
+/// A slice body that counts how many exist at once.
+struct Body {
+    bytes: Vec<u8>,
+    live: std::rc::Rc<Cell<usize>>,
+}
+
+impl Clone for Body {
+    fn clone(&self) -> Self {
+        self.live.set(self.live.get() + 1);
+        Body { bytes: self.bytes.clone(), live: self.live.clone() }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.live.set(self.live.get() - 1);
+    }
+}
+
+impl VecSource {
+    fn new(bytes: Vec<u8>, chunk: u64) -> Self {
+        Self {
+            bytes,
+            chunk,
+            next: 0,
+            announce_size: true,
+            file_hash: Sha256::new(),
+            live_bodies: Default::default(),
+            max_live_bodies: Default::default(),
+        }
+    }
+}
+
+impl SliceSource for VecSource {
+    type Body = std::rc::Rc<Body>;
+    fn size_bytes(&self) -> Option<u64> {
+        self.announce_size.then_some(self.bytes.len() as u64)
+    }
+    async fn next(&mut self) -> Result<Read<Self::Body>, SourceError> {
+        YieldTimes(2).await;
+        let start = self.next * self.chunk;
+        if start >= self.bytes.len() as u64 {
+            return Ok(Read::End {
+                size_bytes: self.bytes.len() as u64,
+                sha256: Some(self.file_hash.clone().finalize().into()),
+            });
+        }
+        let end = (start + self.chunk).min(self.bytes.len() as u64);
+        let bytes = self.bytes[start as usize..end as usize].to_vec();
+        self.file_hash.update(&bytes);
+        let index = self.next;
+        self.next += 1;
+        self.live_bodies.set(self.live_bodies.get() + 1);
+        self.max_live_bodies.set(self.max_live_bodies.get().max(self.live_bodies.get()));
+        let sha256 = Some(Sha256::digest(&bytes).into());
+        Ok(Read::Slice(SliceData {
+            index,
+            len: bytes.len() as u64,
+            body: std::rc::Rc::new(Body { bytes, live: self.live_bodies.clone() }),
+            sha256,
+        }))
+    }
+}
+
+/// An in-memory server: stores slices at their offsets, checks digests, can fail on cue.
+#[derive(Default)]
+struct FakeServer {
+    chunk: Cell<u64>,
+    stored: RefCell<BTreeMap<u64, Vec<u8>>>,
+    in_flight: Cell<usize>,
+    max_in_flight: Cell<usize>,
+    puts: Cell<usize>,
+    /// index -> failures still to inject, with the status to answer.
+    failures: RefCell<HashMap<u64, (u32, Failure)>>,
+    deleted: Cell<bool>,
+    metadata: RefCell<Option<BTreeMap<String, String>>>,
+}
+
+fn fail(failure: Failure) -> TransportError {
+    TransportError { failure, code: Some("injected".into()), message: "injected failure".into() }
+}
+
+impl Transport for FakeServer {
+    type Body = std::rc::Rc<Body>;
+    async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError> {
+        self.chunk.set(request.chunk_size);
+        *self.metadata.borrow_mut() = request.metadata.clone();
+        Ok(CreatedUpload {
+            location: "http://test/uploads/abc".into(),
+            created: Created { id: "abc".into(), chunk_size: request.chunk_size, size: request.size },
+        })
+    }
+    async fn put_slice(&self, location: &str, slice: &SliceData<Self::Body>) -> Result<(), TransportError> {
+        assert_eq!(location, "http://test/uploads/abc");
+        self.puts.set(self.puts.get() + 1);
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.max_in_flight.set(self.max_in_flight.get().max(self.in_flight.get()));
+        // Later slices finish sooner, so acknowledgements arrive out of order.
+        YieldTimes(3 + (7 - (slice.index % 7) as u32) * 2).await;
+        self.in_flight.set(self.in_flight.get() - 1);
+        if let Some((left, failure)) = self.failures.borrow_mut().get_mut(&slice.index) {
+            if *left > 0 {
+                *left -= 1;
+                return Err(fail(*failure));
+            }
+        }
+        assert_eq!(slice.body.bytes.len() as u64, slice.len);
+        let digest: [u8; 32] = Sha256::digest(&slice.body.bytes).into();
+        if slice.sha256.is_some_and(|d| d != digest) {
+            return Err(TransportError {
+                failure: Failure::Status { status: 400, retry_after_ms: None },
+                code: Some("digest_mismatch".into()),
+                message: "digest mismatch".into(),
+            });
+        }
+        self.stored.borrow_mut().insert(slice.index * self.chunk.get(), slice.body.bytes.clone());
+        Ok(())
+    }
+    async fn complete(&self, _location: &str, request: &Complete) -> Result<Completed, TransportError> {
+        let bytes = self.assembled();
+        assert_eq!(Some(bytes.len() as u64), request.size);
+        Ok(Completed { id: "abc".into(), size: bytes.len() as u64, sha256: protocol::hex(&Sha256::digest(&bytes)) })
+    }
+    async fn delete(&self, _location: &str) -> Result<(), TransportError> {
+        self.deleted.set(true);
+        Ok(())
+    }
+}
+
+impl FakeServer {
+    fn assembled(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (offset, bytes) in self.stored.borrow().iter() {
+            assert_eq!(*offset, out.len() as u64, "hole or overlap at {offset}");
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    progress: RefCell<Vec<Progress>>,
+    states: RefCell<Vec<(u64, SliceState, u32)>>,
+}
+
+impl Events for Recorder {
+    fn progress(&self, progress: &Progress) {
+        self.progress.borrow_mut().push(progress.clone());
+    }
+    fn slice(&self, index: u64, state: SliceState, attempt: u32) {
+        self.states.borrow_mut().push((index, state, attempt));
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
+fn options(chunk: u64, max_in_flight: u32) -> Valid {
+    Options { chunk_size_bytes: chunk, max_in_flight, ..Options::default() }.validate().unwrap()
+}
+
+fn upload(bytes: Vec<u8>, chunk: u64, max_in_flight: u32, server: &FakeServer) -> (Result<Outcome, UploadError>, Recorder) {
+    let options = options(chunk, max_in_flight);
+    let runtime = FakeRuntime::new();
+    let events = Recorder::default();
+    let source = VecSource::new(bytes, chunk);
+    let max_live = source.max_live_bodies.clone();
+    let engine = Engine { options: &options, source, transport: server, runtime: &runtime, events: &events };
+    let result = futures_executor::block_on(engine.run(None));
+    assert!(
+        max_live.get() <= max_in_flight as usize + 1,
+        "{} slice bodies alive at once with maxInFlight {max_in_flight}",
+        max_live.get()
+    );
+    (result, events)
+}
+
+const CHUNK: u64 = 256 * 1024;
+
+#[test]
+fn every_boundary_size_arrives_byte_identical() {
+    let c = CHUNK as usize;
+    for len in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 1, 10 * c + 12345] {
+        let server = FakeServer::default();
+        let bytes = pattern(len);
+        let (result, events) = upload(bytes.clone(), CHUNK, 3, &server);
+        let outcome = result.unwrap_or_else(|e| panic!("len {len}: {e}"));
+        assert_eq!(server.assembled(), bytes, "len {len}");
+        assert_eq!(outcome.size_bytes, len as u64);
+        assert_eq!(outcome.slices, (len as u64).div_ceil(CHUNK));
+        assert_eq!(outcome.sha256, protocol::hex(&Sha256::digest(&bytes)));
+        assert_eq!(outcome.local_sha256.as_deref(), Some(outcome.sha256.as_str()));
+        let last = events.progress.borrow().last().cloned().unwrap();
+        assert_eq!(last.bytes_sent, len as u64);
+        assert_eq!(last.slices_done, outcome.slices);
+    }
+}
+
+#[test]
+fn in_flight_never_exceeds_the_bound_and_reaches_it() {
+    for max in [1, 2, 4, 8] {
+        let server = FakeServer::default();
+        let (result, _) = upload(pattern(20 * CHUNK as usize), CHUNK, max, &server);
+        result.unwrap();
+        assert_eq!(server.max_in_flight.get(), max as usize, "maxInFlight {max}");
+        assert_eq!(server.puts.get(), 20);
+    }
+}
+
+#[test]
+fn retryable_failures_are_retried_with_backoff() {
+    let server = FakeServer::default();
+    server.failures.borrow_mut().insert(2, (2, Failure::Status { status: 503, retry_after_ms: None }));
+    server.failures.borrow_mut().insert(5, (1, Failure::Network));
+    let bytes = pattern(8 * CHUNK as usize);
+    let (result, events) = upload(bytes.clone(), CHUNK, 4, &server);
+    result.unwrap();
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(server.puts.get(), 8 + 3);
+    let retried: Vec<_> = events.states.borrow().iter().filter(|s| s.1 == SliceState::Retrying).cloned().collect();
+    assert_eq!(retried.len(), 3);
+    assert!(retried.contains(&(2, SliceState::Retrying, 2)));
+}
+
+#[test]
+fn client_errors_fail_at_once_with_the_server_message() {
+    let server = FakeServer::default();
+    server.failures.borrow_mut().insert(1, (1, Failure::Status { status: 409, retry_after_ms: None }));
+    let (result, _) = upload(pattern(4 * CHUNK as usize), CHUNK, 2, &server);
+    let err = result.unwrap_err();
+    assert_eq!(err.code, ErrorCode::HttpStatus);
+    assert_eq!(err.status, Some(409));
+    assert_eq!(err.message, "sending slice 1: injected failure");
+}
+
+#[test]
+fn retry_budget_runs_out() {
+    let server = FakeServer::default();
+    server.failures.borrow_mut().insert(0, (100, Failure::Network));
+    let (result, _) = upload(pattern(2 * CHUNK as usize), CHUNK, 2, &server);
+    let err = result.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Network);
+    assert_eq!(server.puts.get() - 1, 5 + 1, "first attempt + 5 retries of slice 0, plus slice 1 once");
+}
+
+#[test]
+fn progress_is_monotonic_and_throttled() {
+    let server = FakeServer::default();
+    let (result, events) = upload(pattern(30 * CHUNK as usize), CHUNK, 4, &server);
+    result.unwrap();
+    let progress = events.progress.borrow();
+    assert!(progress.windows(2).all(|w| w[0].bytes_sent <= w[1].bytes_sent));
+    assert!(progress.iter().all(|p| p.in_flight <= 4));
+    assert_eq!(progress.last().unwrap().bytes_total, Some(30 * CHUNK));
+}
+
+#[test]
+fn unknown_size_is_fixed_at_the_end_and_metadata_is_sent() {
+    let server = FakeServer::default();
+    let options = options(CHUNK, 4);
+    let runtime = FakeRuntime::new();
+    let bytes = pattern(5 * CHUNK as usize + 3);
+    let mut source = VecSource::new(bytes.clone(), CHUNK);
+    source.announce_size = false;
+    let engine = Engine { options: &options, source, transport: &server, runtime: &runtime, events: &() };
+    let metadata = BTreeMap::from([("name".to_string(), "a.bin".to_string())]);
+    let outcome = futures_executor::block_on(engine.run(Some(metadata.clone()))).unwrap();
+    assert_eq!(outcome.size_bytes, bytes.len() as u64);
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(server.metadata.borrow().as_ref(), Some(&metadata));
+}

@@ -1,0 +1,139 @@
+//! A compact set of slice indices, kept as sorted, disjoint, half-open ranges.
+//!
+//! The server records which slices it holds with it, and a resuming client reads the
+//! same shape back from `GET /uploads/{id}`, so 100,000 received slices cost one range.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Sorted, disjoint, non-adjacent half-open ranges of slice indices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexSet {
+    /// start -> end (exclusive); ranges never touch or overlap.
+    ranges: BTreeMap<u64, u64>,
+    len: u64,
+}
+
+impl IndexSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `index` is in the set.
+    pub fn contains(&self, index: u64) -> bool {
+        self.ranges.range(..=index).next_back().is_some_and(|(_, &end)| index < end)
+    }
+
+    /// Adds `index`; returns whether it was new.
+    pub fn insert(&mut self, index: u64) -> bool {
+        if self.contains(index) {
+            return false;
+        }
+        let end = index.saturating_add(1);
+        let mut start = index;
+        let mut new_end = end;
+        if let Some((&s, &e)) = self.ranges.range(..index).next_back() {
+            if e == index {
+                start = s;
+                self.ranges.remove(&s);
+            }
+        }
+        if let Some(&e) = self.ranges.get(&end) {
+            new_end = e;
+            self.ranges.remove(&end);
+        }
+        self.ranges.insert(start, new_end);
+        self.len += 1;
+        true
+    }
+
+    /// How many indices the set holds.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The largest index held.
+    pub fn max(&self) -> Option<u64> {
+        self.ranges.values().next_back().map(|&end| end - 1)
+    }
+
+    /// The ranges, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.ranges.iter().map(|(&s, &e)| s..e)
+    }
+
+    /// The ranges of `0..count` that are not in the set, in order.
+    pub fn missing(&self, count: u64) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        let mut next = 0;
+        for r in self.ranges() {
+            if r.start >= count {
+                break;
+            }
+            if r.start > next {
+                out.push(next..r.start);
+            }
+            next = r.end;
+        }
+        if next < count {
+            out.push(next..count);
+        }
+        out
+    }
+
+    /// Builds the set from `[start, end)` pairs, as sent on the wire.
+    pub fn from_ranges<I: IntoIterator<Item = [u64; 2]>>(pairs: I) -> Self {
+        let mut set = Self::new();
+        for [start, end] in pairs {
+            for i in start..end {
+                set.insert(i);
+            }
+        }
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_neighbours_in_any_order() {
+        let mut set = IndexSet::new();
+        for i in [5, 3, 4, 0, 9, 1] {
+            assert!(set.insert(i));
+        }
+        assert!(!set.insert(4));
+        assert_eq!(set.ranges().collect::<Vec<_>>(), vec![0..2, 3..6, 9..10]);
+        assert_eq!(set.len(), 6);
+        assert!(set.contains(3) && set.contains(5) && !set.contains(6) && !set.contains(2));
+        assert_eq!(set.missing(11), vec![2..3, 6..9, 10..11]);
+        assert_eq!(set.max(), Some(9));
+    }
+
+    #[test]
+    fn missing_of_empty_and_full() {
+        let mut set = IndexSet::new();
+        assert_eq!(set.missing(3), vec![0..3]);
+        assert_eq!(set.missing(0), Vec::<Range<u64>>::new());
+        for i in 0..3 {
+            set.insert(i);
+        }
+        assert!(set.missing(3).is_empty());
+        assert_eq!(IndexSet::from_ranges([[0, 3]]), set);
+    }
+
+    #[test]
+    fn handles_indices_near_u64_max() {
+        let mut set = IndexSet::new();
+        assert!(set.insert(u64::MAX - 1));
+        assert!(set.contains(u64::MAX - 1));
+        assert!(!set.contains(u64::MAX - 2));
+    }
+}
