@@ -87,11 +87,20 @@ impl Valid {
 impl Options {
     /// Checks every range; the first violation is reported.
     pub fn validate(self) -> Result<Valid, ConfigError> {
-        fn check(ok: bool, option: &'static str, allowed: &'static str, got: impl ToString) -> Result<(), ConfigError> {
+        fn check(
+            ok: bool,
+            option: &'static str,
+            allowed: &'static str,
+            got: impl ToString,
+        ) -> Result<(), ConfigError> {
             if ok {
                 Ok(())
             } else {
-                Err(ConfigError { option, allowed, got: got.to_string() })
+                Err(ConfigError {
+                    option,
+                    allowed,
+                    got: got.to_string(),
+                })
             }
         }
         check(
@@ -106,7 +115,12 @@ impl Options {
             "an integer from 1 to 32",
             self.max_in_flight,
         )?;
-        check(self.retries <= MAX_RETRIES, "retries", "an integer from 0 to 100", self.retries)?;
+        check(
+            self.retries <= MAX_RETRIES,
+            "retries",
+            "an integer from 0 to 100",
+            self.retries,
+        )?;
         if let Some(size) = self.size_bytes {
             check(
                 size <= MAX_SAFE_SIZE_BYTES,
@@ -133,25 +147,62 @@ mod tests {
     #[test]
     fn bounds_are_inclusive() {
         for chunk in [256 * KIB, GIB] {
-            assert!(Options { chunk_size_bytes: chunk, ..Options::default() }.validate().is_ok());
+            assert!(Options {
+                chunk_size_bytes: chunk,
+                ..Options::default()
+            }
+            .validate()
+            .is_ok());
         }
         for max in [1, 32] {
-            assert!(Options { max_in_flight: max, ..Options::default() }.validate().is_ok());
+            assert!(Options {
+                max_in_flight: max,
+                ..Options::default()
+            }
+            .validate()
+            .is_ok());
         }
     }
 
     #[test]
     fn out_of_range_names_the_option() {
-        let err = Options { chunk_size_bytes: 256 * KIB - 1, ..Options::default() }.validate().unwrap_err();
+        let err = Options {
+            chunk_size_bytes: 256 * KIB - 1,
+            ..Options::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.option, "chunkSize");
-        assert!(err.to_string().starts_with("chunkSize must be an integer number of bytes from 262144"));
-        let err = Options { max_in_flight: 33, ..Options::default() }.validate().unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("chunkSize must be an integer number of bytes from 262144"));
+        let err = Options {
+            max_in_flight: 33,
+            ..Options::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.option, "maxInFlight");
-        let err = Options { max_in_flight: 0, ..Options::default() }.validate().unwrap_err();
+        let err = Options {
+            max_in_flight: 0,
+            ..Options::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.got, "0");
-        let err = Options { retries: 101, ..Options::default() }.validate().unwrap_err();
+        let err = Options {
+            retries: 101,
+            ..Options::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.option, "retries");
-        let err = Options { size_bytes: Some(1 << 53), ..Options::default() }.validate().unwrap_err();
+        let err = Options {
+            size_bytes: Some(1 << 53),
+            ..Options::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.option, "size");
     }
 }

@@ -21,7 +21,7 @@ use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use crate::config::{DigestAlgorithm, Valid};
 use crate::geometry::Geometry;
 use crate::progress::{Progress, Tracker};
-use crate::protocol::{self, Complete, CreateUpload, Created, Completed};
+use crate::protocol::{self, Complete, Completed, CreateUpload, Created};
 use crate::retry::{Decision, Failure, RetryPolicy};
 
 /// Time, sleep and randomness, injected.
@@ -114,9 +114,17 @@ pub trait Transport {
     /// `POST /uploads`.
     async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError>;
     /// `PUT {location}/slices/{index}`.
-    async fn put_slice(&self, location: &str, slice: &SliceData<Self::Body>) -> Result<(), TransportError>;
+    async fn put_slice(
+        &self,
+        location: &str,
+        slice: &SliceData<Self::Body>,
+    ) -> Result<(), TransportError>;
     /// `POST {location}/complete`.
-    async fn complete(&self, location: &str, request: &Complete) -> Result<Completed, TransportError>;
+    async fn complete(
+        &self,
+        location: &str,
+        request: &Complete,
+    ) -> Result<Completed, TransportError>;
     /// `DELETE {location}`.
     async fn delete(&self, location: &str) -> Result<(), TransportError>;
 }
@@ -218,12 +226,20 @@ impl UploadError {
             }
             Failure::Status { status, .. } => (ErrorCode::HttpStatus, Some(status)),
         };
-        Self { code, status, message: format!("{what}: {}", error.message) }
+        Self {
+            code,
+            status,
+            message: format!("{what}: {}", error.message),
+        }
     }
 
     /// An error for an engine-level protocol violation.
     pub fn protocol(message: impl Into<String>) -> Self {
-        Self { code: ErrorCode::Protocol, status: None, message: message.into() }
+        Self {
+            code: ErrorCode::Protocol,
+            status: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -233,7 +249,11 @@ impl From<SourceError> for UploadError {
             SourceError::Read(_) => ErrorCode::SourceRead,
             SourceError::SizeMismatch { .. } => ErrorCode::SizeMismatch,
         };
-        Self { code, status: None, message: error.to_string() }
+        Self {
+            code,
+            status: None,
+            message: error.to_string(),
+        }
     }
 }
 
@@ -277,8 +297,17 @@ where
     E: Events,
 {
     /// Creates the upload (with `metadata`, if any), sends every slice, and completes it.
-    pub async fn run(self, metadata: Option<BTreeMap<String, String>>) -> Result<Outcome, UploadError> {
-        let Engine { options, source, transport, runtime, events } = self;
+    pub async fn run(
+        self,
+        metadata: Option<BTreeMap<String, String>>,
+    ) -> Result<Outcome, UploadError> {
+        let Engine {
+            options,
+            source,
+            transport,
+            runtime,
+            events,
+        } = self;
         let policy = RetryPolicy::with_retries(options.get().retries);
         let geometry = Geometry::new(options.get().chunk_size_bytes, source.size_bytes())
             .map_err(|e| UploadError::protocol(e.to_string()))?;
@@ -290,7 +319,10 @@ where
         let max_in_flight = options.get().max_in_flight as usize;
         let digests_on = options.get().digest == DigestAlgorithm::Sha256;
 
-        let created = with_retries(runtime, &policy, "creating the upload", || transport.create(&request)).await?;
+        let created = with_retries(runtime, &policy, "creating the upload", || {
+            transport.create(&request)
+        })
+        .await?;
         let location = created.location.clone();
         events.created(&location);
         if created.created.chunk_size != geometry.chunk_size_bytes() {
@@ -301,7 +333,11 @@ where
             )));
         }
 
-        let mut tracker = Tracker::new(runtime.now_ms(), geometry.size_bytes(), geometry.slice_count());
+        let mut tracker = Tracker::new(
+            runtime.now_ms(),
+            geometry.size_bytes(),
+            geometry.slice_count(),
+        );
         let mut reads = pin!(stream::unfold(Some(source), |source| async move {
             let mut source = source?;
             let read = source.next().await;
@@ -320,7 +356,14 @@ where
             if in_flight.len() < max_in_flight {
                 if let Some(slice) = ready.take() {
                     events.slice(slice.index, SliceState::Sending, 1);
-                    in_flight.push(send_slice(transport, runtime, policy_ref, events, location_ref, slice));
+                    in_flight.push(send_slice(
+                        transport,
+                        runtime,
+                        policy_ref,
+                        events,
+                        location_ref,
+                        slice,
+                    ));
                 }
             }
             tracker.set_in_flight(in_flight.len() as u32);
@@ -333,13 +376,24 @@ where
             }
             if want_read && !reading {
                 reading = true;
-                if geometry.slice_count().is_none_or(|count| next_index < count) {
+                if geometry
+                    .slice_count()
+                    .is_none_or(|count| next_index < count)
+                {
                     events.slice(next_index, SliceState::Reading, 1);
                 }
             }
 
-            let read_next = if want_read { Either::Left(reads.next()) } else { Either::Right(future::pending()) };
-            let acked = if in_flight.is_empty() { Either::Right(future::pending()) } else { Either::Left(in_flight.next()) };
+            let read_next = if want_read {
+                Either::Left(reads.next())
+            } else {
+                Either::Right(future::pending())
+            };
+            let acked = if in_flight.is_empty() {
+                Either::Right(future::pending())
+            } else {
+                Either::Left(in_flight.next())
+            };
             let flush = match tracker.next_emit_in_ms(runtime.now_ms()) {
                 Some(ms) => Either::Left(runtime.sleep(ms)),
                 None => Either::Right(future::pending()),
@@ -350,21 +404,28 @@ where
                     match read {
                         Some(Ok(Read::Slice(slice))) => {
                             if slice.index != next_index {
-                                return Err(UploadError::protocol("the source read slices out of order"));
+                                return Err(UploadError::protocol(
+                                    "the source read slices out of order",
+                                ));
                             }
                             next_index += 1;
                             ready = Some(slice);
                         }
                         Some(Ok(Read::End { size_bytes, sha256 })) => {
-                            let total = Geometry::new(geometry.chunk_size_bytes(), Some(size_bytes))
-                                .ok()
-                                .and_then(|g| g.slice_count())
-                                .unwrap_or(0);
+                            let total =
+                                Geometry::new(geometry.chunk_size_bytes(), Some(size_bytes))
+                                    .ok()
+                                    .and_then(|g| g.slice_count())
+                                    .unwrap_or(0);
                             tracker.set_total(size_bytes, total);
                             end = Some((size_bytes, sha256));
                         }
                         Some(Err(e)) => return Err(e.into()),
-                        None => return Err(UploadError::protocol("the source ended without reporting its size")),
+                        None => {
+                            return Err(UploadError::protocol(
+                                "the source ended without reporting its size",
+                            ))
+                        }
                     }
                 }
                 Either::Left((Either::Right((acked, _)), _)) => match acked {
@@ -379,12 +440,17 @@ where
             }
         }
 
-        let (size_bytes, local_sha) = end.ok_or_else(|| UploadError::protocol("no end of source"))?;
+        let (size_bytes, local_sha) =
+            end.ok_or_else(|| UploadError::protocol("no end of source"))?;
         let local_sha256 = local_sha.filter(|_| digests_on).map(|d| protocol::hex(&d));
-        let complete = Complete { size: Some(size_bytes), sha256: local_sha256.clone() };
-        let completed =
-            with_retries(runtime, &policy, "completing the upload", || transport.complete(location_ref, &complete))
-                .await?;
+        let complete = Complete {
+            size: Some(size_bytes),
+            sha256: local_sha256.clone(),
+        };
+        let completed = with_retries(runtime, &policy, "completing the upload", || {
+            transport.complete(location_ref, &complete)
+        })
+        .await?;
         if let Some(p) = tracker.force_emit(runtime.now_ms()) {
             events.progress(&p);
         }
@@ -399,7 +465,10 @@ where
                 return Err(UploadError {
                     code: ErrorCode::DigestMismatch,
                     status: None,
-                    message: format!("the server stored SHA-256 {} but the file has {local}", completed.sha256),
+                    message: format!(
+                        "the server stored SHA-256 {} but the file has {local}",
+                        completed.sha256
+                    ),
                 });
             }
         }
@@ -425,9 +494,15 @@ async fn send_slice<B, T: Transport<Body = B>, R: Runtime, E: Events>(
 ) -> Result<(u64, u64), UploadError> {
     let attempt = Cell::new(1u32);
     let what = format!("sending slice {}", slice.index);
-    with_retries_observed(runtime, policy, &what, &attempt, events, slice.index, || {
-        transport.put_slice(location, &slice)
-    })
+    with_retries_observed(
+        runtime,
+        policy,
+        &what,
+        &attempt,
+        events,
+        slice.index,
+        || transport.put_slice(location, &slice),
+    )
     .await?;
     Ok((slice.index, slice.len))
 }
@@ -441,7 +516,12 @@ async fn with_retries<R: Runtime, Fut: Future<Output = Result<O, TransportError>
     with_retries_observed(runtime, policy, what, &Cell::new(1), &(), u64::MAX, attempt).await
 }
 
-async fn with_retries_observed<R: Runtime, E: Events, Fut: Future<Output = Result<O, TransportError>>, O>(
+async fn with_retries_observed<
+    R: Runtime,
+    E: Events,
+    Fut: Future<Output = Result<O, TransportError>>,
+    O,
+>(
     runtime: &R,
     policy: &RetryPolicy,
     what: &str,

@@ -41,7 +41,10 @@ impl Geometry {
         if chunk_size_bytes == 0 {
             return Err(GeometryError::ZeroChunkSize);
         }
-        Ok(Self { chunk_size_bytes, size_bytes })
+        Ok(Self {
+            chunk_size_bytes,
+            size_bytes,
+        })
     }
 
     /// The slice size in bytes.
@@ -56,12 +59,16 @@ impl Geometry {
 
     /// The same slicing with the total size now known.
     pub fn with_size(self, size_bytes: u64) -> Self {
-        Self { size_bytes: Some(size_bytes), ..self }
+        Self {
+            size_bytes: Some(size_bytes),
+            ..self
+        }
     }
 
     /// The number of slices, when the size is known.
     pub fn slice_count(&self) -> Option<u64> {
-        self.size_bytes.map(|size| size.div_ceil(self.chunk_size_bytes))
+        self.size_bytes
+            .map(|size| size.div_ceil(self.chunk_size_bytes))
     }
 
     /// The byte range of slice `index`.
@@ -71,7 +78,9 @@ impl Geometry {
         let start = index
             .checked_mul(self.chunk_size_bytes)
             .ok_or(GeometryError::Overflow { index })?;
-        let full_end = start.checked_add(self.chunk_size_bytes).ok_or(GeometryError::Overflow { index })?;
+        let full_end = start
+            .checked_add(self.chunk_size_bytes)
+            .ok_or(GeometryError::Overflow { index })?;
         match self.size_bytes {
             None => Ok(start..full_end),
             Some(size) if start < size => Ok(start..full_end.min(size)),
@@ -98,7 +107,10 @@ mod tests {
     fn zero_bytes_have_no_slices() {
         let g = Geometry::new(MIB, Some(0)).unwrap();
         assert_eq!(g.slice_count(), Some(0));
-        assert_eq!(g.slice_range(0), Err(GeometryError::IndexOutOfRange { index: 0, count: 0 }));
+        assert_eq!(
+            g.slice_range(0),
+            Err(GeometryError::IndexOutOfRange { index: 0, count: 0 })
+        );
     }
 
     #[test]
@@ -137,7 +149,10 @@ mod tests {
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
         let g = Geometry::new(MIB, None).unwrap();
-        assert_eq!(g.slice_range(u64::MAX), Err(GeometryError::Overflow { index: u64::MAX }));
+        assert_eq!(
+            g.slice_range(u64::MAX),
+            Err(GeometryError::Overflow { index: u64::MAX })
+        );
         assert!(Geometry::new(0, None).is_err());
     }
 }

@@ -41,7 +41,11 @@ impl Tracker {
         let mut samples = VecDeque::new();
         samples.push_back((now_ms, 0));
         Self {
-            current: Progress { bytes_total, slices_total, ..Progress::default() },
+            current: Progress {
+                bytes_total,
+                slices_total,
+                ..Progress::default()
+            },
             samples,
             last_emit_ms: None,
             dirty: true,
@@ -59,7 +63,8 @@ impl Tracker {
         let (t0, b0) = self.samples[0];
         let elapsed_ms = now_ms - t0;
         if elapsed_ms > 0.0 {
-            self.current.bytes_per_second = (self.current.bytes_sent - b0) as f64 * 1000.0 / elapsed_ms;
+            self.current.bytes_per_second =
+                (self.current.bytes_sent - b0) as f64 * 1000.0 / elapsed_ms;
         }
         self.update_eta();
         self.dirty = true;
@@ -114,7 +119,10 @@ impl Tracker {
         if !self.dirty {
             return None;
         }
-        Some(self.last_emit_ms.map_or(0.0, |last| (last + MIN_EMIT_INTERVAL_MS - now_ms).max(0.0)))
+        Some(
+            self.last_emit_ms
+                .map_or(0.0, |last| (last + MIN_EMIT_INTERVAL_MS - now_ms).max(0.0)),
+        )
     }
 
     /// The current state.

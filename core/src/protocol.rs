@@ -119,7 +119,9 @@ pub enum DigestHeaderError {
 pub fn parse_content_digest(value: &str) -> Result<[u8; 32], DigestHeaderError> {
     for member in value.split(',') {
         let member = member.trim();
-        let Some((name, rest)) = member.split_once('=') else { continue };
+        let Some((name, rest)) = member.split_once('=') else {
+            continue;
+        };
         if !name.trim().eq_ignore_ascii_case("sha-256") {
             continue;
         }
@@ -129,7 +131,9 @@ pub fn parse_content_digest(value: &str) -> Result<[u8; 32], DigestHeaderError> 
             .strip_prefix(':')
             .and_then(|s| s.strip_suffix(':'))
             .ok_or(DigestHeaderError::Malformed)?;
-        let bytes = BASE64.decode(encoded).map_err(|_| DigestHeaderError::Malformed)?;
+        let bytes = BASE64
+            .decode(encoded)
+            .map_err(|_| DigestHeaderError::Malformed)?;
         return bytes.try_into().map_err(|_| DigestHeaderError::Malformed);
     }
     Err(DigestHeaderError::NoSha256)
@@ -138,10 +142,12 @@ pub fn parse_content_digest(value: &str) -> Result<[u8; 32], DigestHeaderError> 
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Parses a 64-character hex SHA-256 (either case).
@@ -165,24 +171,45 @@ mod tests {
     fn content_digest_round_trips() {
         let sha: [u8; 32] = Sha256::digest(b"hello").into();
         let header = content_digest(&sha);
-        assert_eq!(header, "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:");
+        assert_eq!(
+            header,
+            "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:"
+        );
         assert_eq!(parse_content_digest(&header), Ok(sha));
-        assert_eq!(parse_content_digest(&format!("sha-512=:AAAA:, {header}")), Ok(sha));
+        assert_eq!(
+            parse_content_digest(&format!("sha-512=:AAAA:, {header}")),
+            Ok(sha)
+        );
     }
 
     #[test]
     fn content_digest_rejects_garbage() {
-        assert_eq!(parse_content_digest("md5=:AAAA:"), Err(DigestHeaderError::NoSha256));
-        assert_eq!(parse_content_digest("sha-256=abc"), Err(DigestHeaderError::Malformed));
-        assert_eq!(parse_content_digest("sha-256=:AAAA:"), Err(DigestHeaderError::Malformed));
-        assert_eq!(parse_content_digest("sha-256=:!!:"), Err(DigestHeaderError::Malformed));
+        assert_eq!(
+            parse_content_digest("md5=:AAAA:"),
+            Err(DigestHeaderError::NoSha256)
+        );
+        assert_eq!(
+            parse_content_digest("sha-256=abc"),
+            Err(DigestHeaderError::Malformed)
+        );
+        assert_eq!(
+            parse_content_digest("sha-256=:AAAA:"),
+            Err(DigestHeaderError::Malformed)
+        );
+        assert_eq!(
+            parse_content_digest("sha-256=:!!:"),
+            Err(DigestHeaderError::Malformed)
+        );
     }
 
     #[test]
     fn hex_round_trips() {
         let sha: [u8; 32] = Sha256::digest(b"").into();
         let text = hex(&sha);
-        assert_eq!(text, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            text,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(parse_hex_sha256(&text), Some(sha));
         assert_eq!(parse_hex_sha256(&text.to_uppercase()), Some(sha));
         assert_eq!(parse_hex_sha256("zz"), None);
@@ -192,9 +219,18 @@ mod tests {
     #[test]
     fn wire_names_are_camel_case_and_strict() {
         let body: CreateUpload = serde_json::from_str(r#"{"chunkSize":8,"size":9}"#).unwrap();
-        assert_eq!(body, CreateUpload { chunk_size: 8, size: Some(9), metadata: None });
+        assert_eq!(
+            body,
+            CreateUpload {
+                chunk_size: 8,
+                size: Some(9),
+                metadata: None
+            }
+        );
         assert!(serde_json::from_str::<CreateUpload>(r#"{"chunk_size":8}"#).is_err());
         assert!(serde_json::from_str::<CreateUpload>(r#"{"chunkSize":-1}"#).is_err());
-        assert!(serde_json::from_str::<CreateUpload>(r#"{"chunkSize":18446744073709551616}"#).is_err());
+        assert!(
+            serde_json::from_str::<CreateUpload>(r#"{"chunkSize":18446744073709551616}"#).is_err()
+        );
     }
 }

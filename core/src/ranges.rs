@@ -22,30 +22,41 @@ impl IndexSet {
 
     /// Whether `index` is in the set.
     pub fn contains(&self, index: u64) -> bool {
-        self.ranges.range(..=index).next_back().is_some_and(|(_, &end)| index < end)
+        self.ranges
+            .range(..=index)
+            .next_back()
+            .is_some_and(|(_, &end)| index < end)
     }
 
     /// Adds `index`; returns whether it was new.
     pub fn insert(&mut self, index: u64) -> bool {
-        if self.contains(index) {
-            return false;
+        let before = self.len;
+        self.insert_range(index..index.saturating_add(1));
+        self.len != before
+    }
+
+    /// Adds every index in `range`, merging with neighbours.
+    pub fn insert_range(&mut self, range: Range<u64>) {
+        if range.is_empty() {
+            return;
         }
-        let end = index.saturating_add(1);
-        let mut start = index;
-        let mut new_end = end;
-        if let Some((&s, &e)) = self.ranges.range(..index).next_back() {
-            if e == index {
-                start = s;
-                self.ranges.remove(&s);
-            }
+        let (mut start, mut end) = (range.start, range.end);
+        // Every stored range that overlaps or touches `start..end` is absorbed.
+        let touching: Vec<(u64, u64)> = self
+            .ranges
+            .range(..=end)
+            .rev()
+            .take_while(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.ranges.remove(&s);
+            self.len -= e - s;
+            start = start.min(s);
+            end = end.max(e);
         }
-        if let Some(&e) = self.ranges.get(&end) {
-            new_end = e;
-            self.ranges.remove(&end);
-        }
-        self.ranges.insert(start, new_end);
-        self.len += 1;
-        true
+        self.ranges.insert(start, end);
+        self.len += end - start;
     }
 
     /// How many indices the set holds.
@@ -91,9 +102,7 @@ impl IndexSet {
     pub fn from_ranges<I: IntoIterator<Item = [u64; 2]>>(pairs: I) -> Self {
         let mut set = Self::new();
         for [start, end] in pairs {
-            for i in start..end {
-                set.insert(i);
-            }
+            set.insert_range(start..end);
         }
         set
     }
@@ -127,6 +136,19 @@ mod tests {
         }
         assert!(set.missing(3).is_empty());
         assert_eq!(IndexSet::from_ranges([[0, 3]]), set);
+    }
+
+    #[test]
+    fn ranges_merge_when_they_overlap_or_touch() {
+        let mut set = IndexSet::from_ranges([[10, 20], [30, 40]]);
+        set.insert_range(20..30);
+        assert_eq!(set.ranges().collect::<Vec<_>>(), vec![10..40]);
+        assert_eq!(set.len(), 30);
+        set.insert_range(5..50);
+        assert_eq!(set.len(), 45);
+        set.insert_range(0..3);
+        assert_eq!(set.ranges().collect::<Vec<_>>(), vec![0..3, 5..50]);
+        assert_eq!(IndexSet::from_ranges([[0, 1 << 40]]).len(), 1 << 40);
     }
 
     #[test]

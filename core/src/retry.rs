@@ -26,7 +26,9 @@ impl Failure {
     pub fn is_retryable(&self) -> bool {
         match *self {
             Failure::Network | Failure::Stalled => true,
-            Failure::Status { status, .. } => status == 408 || status == 429 || (500..600).contains(&status),
+            Failure::Status { status, .. } => {
+                status == 408 || status == 429 || (500..600).contains(&status)
+            }
         }
     }
 }
@@ -54,7 +56,11 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The default backoff (500 ms doubling up to 20 s) with `retries` retries.
     pub fn with_retries(retries: u32) -> Self {
-        Self { retries, base_delay_ms: 500.0, max_delay_ms: 20_000.0 }
+        Self {
+            retries,
+            base_delay_ms: 500.0,
+            max_delay_ms: 20_000.0,
+        }
     }
 
     /// Decides after failure number `failures` (1 for the first failure).
@@ -68,7 +74,10 @@ impl RetryPolicy {
         let ceiling = (self.base_delay_ms * f64::from(1u32 << exponent)).min(self.max_delay_ms);
         let jittered = ceiling * random.clamp(0.0, 1.0);
         let floor = match failure {
-            Failure::Status { retry_after_ms: Some(ms), .. } => ms.clamp(0.0, 10.0 * self.max_delay_ms),
+            Failure::Status {
+                retry_after_ms: Some(ms),
+                ..
+            } => ms.clamp(0.0, 10.0 * self.max_delay_ms),
             _ => 0.0,
         };
         Decision::RetryAfterMs(jittered.max(floor))
@@ -80,15 +89,33 @@ mod tests {
     use super::*;
 
     fn status(status: u16) -> Failure {
-        Failure::Status { status, retry_after_ms: None }
+        Failure::Status {
+            status,
+            retry_after_ms: None,
+        }
     }
 
     #[test]
     fn retryable_kinds() {
-        for f in [Failure::Network, Failure::Stalled, status(408), status(429), status(500), status(503), status(599)] {
+        for f in [
+            Failure::Network,
+            Failure::Stalled,
+            status(408),
+            status(429),
+            status(500),
+            status(503),
+            status(599),
+        ] {
             assert!(f.is_retryable(), "{f:?}");
         }
-        for f in [status(400), status(401), status(404), status(409), status(413), status(600)] {
+        for f in [
+            status(400),
+            status(401),
+            status(404),
+            status(409),
+            status(413),
+            status(600),
+        ] {
             assert!(!f.is_retryable(), "{f:?}");
         }
     }
@@ -96,25 +123,46 @@ mod tests {
     #[test]
     fn backoff_doubles_under_full_jitter_and_caps() {
         let p = RetryPolicy::with_retries(10);
-        assert_eq!(p.decide(1, &Failure::Network, 0.999_999), Decision::RetryAfterMs(500.0 * 0.999_999));
-        assert_eq!(p.decide(3, &Failure::Network, 0.5), Decision::RetryAfterMs(1000.0));
-        assert_eq!(p.decide(10, &Failure::Network, 1.0), Decision::RetryAfterMs(20_000.0));
-        assert_eq!(p.decide(1, &Failure::Network, 0.0), Decision::RetryAfterMs(0.0));
+        assert_eq!(
+            p.decide(1, &Failure::Network, 0.999_999),
+            Decision::RetryAfterMs(500.0 * 0.999_999)
+        );
+        assert_eq!(
+            p.decide(3, &Failure::Network, 0.5),
+            Decision::RetryAfterMs(1000.0)
+        );
+        assert_eq!(
+            p.decide(10, &Failure::Network, 1.0),
+            Decision::RetryAfterMs(20_000.0)
+        );
+        assert_eq!(
+            p.decide(1, &Failure::Network, 0.0),
+            Decision::RetryAfterMs(0.0)
+        );
     }
 
     #[test]
     fn gives_up_after_budget_and_on_client_errors() {
         let p = RetryPolicy::with_retries(2);
-        assert!(matches!(p.decide(2, &status(503), 0.5), Decision::RetryAfterMs(_)));
+        assert!(matches!(
+            p.decide(2, &status(503), 0.5),
+            Decision::RetryAfterMs(_)
+        ));
         assert_eq!(p.decide(3, &status(503), 0.5), Decision::GiveUp);
         assert_eq!(p.decide(1, &status(400), 0.5), Decision::GiveUp);
-        assert_eq!(RetryPolicy::with_retries(0).decide(1, &Failure::Network, 0.5), Decision::GiveUp);
+        assert_eq!(
+            RetryPolicy::with_retries(0).decide(1, &Failure::Network, 0.5),
+            Decision::GiveUp
+        );
     }
 
     #[test]
     fn retry_after_is_a_floor() {
         let p = RetryPolicy::with_retries(5);
-        let f = Failure::Status { status: 429, retry_after_ms: Some(3000.0) };
+        let f = Failure::Status {
+            status: 429,
+            retry_after_ms: Some(3000.0),
+        };
         assert_eq!(p.decide(1, &f, 0.1), Decision::RetryAfterMs(3000.0));
     }
 }

@@ -1,0 +1,9 @@
+//! chunkwise-server: receives slices in any order and streams each to disk at its offset.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod error;
+pub mod store;
+
+pub use app::{app, AppState, Site};
+pub use store::{Limits, Store};

@@ -33,7 +33,10 @@ struct FakeRuntime {
 
 impl FakeRuntime {
     fn new() -> Self {
-        Self { now_ms: Cell::new(0.0), slept_ms: RefCell::new(Vec::new()) }
+        Self {
+            now_ms: Cell::new(0.0),
+            slept_ms: RefCell::new(Vec::new()),
+        }
     }
 }
 
@@ -72,7 +75,10 @@ struct Body {
 impl Clone for Body {
     fn clone(&self) -> Self {
         self.live.set(self.live.get() + 1);
-        Body { bytes: self.bytes.clone(), live: self.live.clone() }
+        Body {
+            bytes: self.bytes.clone(),
+            live: self.live.clone(),
+        }
     }
 }
 
@@ -116,12 +122,16 @@ impl SliceSource for VecSource {
         let index = self.next;
         self.next += 1;
         self.live_bodies.set(self.live_bodies.get() + 1);
-        self.max_live_bodies.set(self.max_live_bodies.get().max(self.live_bodies.get()));
+        self.max_live_bodies
+            .set(self.max_live_bodies.get().max(self.live_bodies.get()));
         let sha256 = Some(Sha256::digest(&bytes).into());
         Ok(Read::Slice(SliceData {
             index,
             len: bytes.len() as u64,
-            body: std::rc::Rc::new(Body { bytes, live: self.live_bodies.clone() }),
+            body: std::rc::Rc::new(Body {
+                bytes,
+                live: self.live_bodies.clone(),
+            }),
             sha256,
         }))
     }
@@ -142,7 +152,11 @@ struct FakeServer {
 }
 
 fn fail(failure: Failure) -> TransportError {
-    TransportError { failure, code: Some("injected".into()), message: "injected failure".into() }
+    TransportError {
+        failure,
+        code: Some("injected".into()),
+        message: "injected failure".into(),
+    }
 }
 
 impl Transport for FakeServer {
@@ -152,14 +166,23 @@ impl Transport for FakeServer {
         *self.metadata.borrow_mut() = request.metadata.clone();
         Ok(CreatedUpload {
             location: "http://test/uploads/abc".into(),
-            created: Created { id: "abc".into(), chunk_size: request.chunk_size, size: request.size },
+            created: Created {
+                id: "abc".into(),
+                chunk_size: request.chunk_size,
+                size: request.size,
+            },
         })
     }
-    async fn put_slice(&self, location: &str, slice: &SliceData<Self::Body>) -> Result<(), TransportError> {
+    async fn put_slice(
+        &self,
+        location: &str,
+        slice: &SliceData<Self::Body>,
+    ) -> Result<(), TransportError> {
         assert_eq!(location, "http://test/uploads/abc");
         self.puts.set(self.puts.get() + 1);
         self.in_flight.set(self.in_flight.get() + 1);
-        self.max_in_flight.set(self.max_in_flight.get().max(self.in_flight.get()));
+        self.max_in_flight
+            .set(self.max_in_flight.get().max(self.in_flight.get()));
         // Later slices finish sooner, so acknowledgements arrive out of order.
         YieldTimes(3 + (7 - (slice.index % 7) as u32) * 2).await;
         self.in_flight.set(self.in_flight.get() - 1);
@@ -173,18 +196,31 @@ impl Transport for FakeServer {
         let digest: [u8; 32] = Sha256::digest(&slice.body.bytes).into();
         if slice.sha256.is_some_and(|d| d != digest) {
             return Err(TransportError {
-                failure: Failure::Status { status: 400, retry_after_ms: None },
+                failure: Failure::Status {
+                    status: 400,
+                    retry_after_ms: None,
+                },
                 code: Some("digest_mismatch".into()),
                 message: "digest mismatch".into(),
             });
         }
-        self.stored.borrow_mut().insert(slice.index * self.chunk.get(), slice.body.bytes.clone());
+        self.stored
+            .borrow_mut()
+            .insert(slice.index * self.chunk.get(), slice.body.bytes.clone());
         Ok(())
     }
-    async fn complete(&self, _location: &str, request: &Complete) -> Result<Completed, TransportError> {
+    async fn complete(
+        &self,
+        _location: &str,
+        request: &Complete,
+    ) -> Result<Completed, TransportError> {
         let bytes = self.assembled();
         assert_eq!(Some(bytes.len() as u64), request.size);
-        Ok(Completed { id: "abc".into(), size: bytes.len() as u64, sha256: protocol::hex(&Sha256::digest(&bytes)) })
+        Ok(Completed {
+            id: "abc".into(),
+            size: bytes.len() as u64,
+            sha256: protocol::hex(&Sha256::digest(&bytes)),
+        })
     }
     async fn delete(&self, _location: &str) -> Result<(), TransportError> {
         self.deleted.set(true);
@@ -219,20 +255,39 @@ impl Events for Recorder {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
 }
 
 fn options(chunk: u64, max_in_flight: u32) -> Valid {
-    Options { chunk_size_bytes: chunk, max_in_flight, ..Options::default() }.validate().unwrap()
+    Options {
+        chunk_size_bytes: chunk,
+        max_in_flight,
+        ..Options::default()
+    }
+    .validate()
+    .unwrap()
 }
 
-fn upload(bytes: Vec<u8>, chunk: u64, max_in_flight: u32, server: &FakeServer) -> (Result<Outcome, UploadError>, Recorder) {
+fn upload(
+    bytes: Vec<u8>,
+    chunk: u64,
+    max_in_flight: u32,
+    server: &FakeServer,
+) -> (Result<Outcome, UploadError>, Recorder) {
     let options = options(chunk, max_in_flight);
     let runtime = FakeRuntime::new();
     let events = Recorder::default();
     let source = VecSource::new(bytes, chunk);
     let max_live = source.max_live_bodies.clone();
-    let engine = Engine { options: &options, source, transport: server, runtime: &runtime, events: &events };
+    let engine = Engine {
+        options: &options,
+        source,
+        transport: server,
+        runtime: &runtime,
+        events: &events,
+    };
     let result = futures_executor::block_on(engine.run(None));
     assert!(
         max_live.get() <= max_in_flight as usize + 1,
@@ -256,7 +311,10 @@ fn every_boundary_size_arrives_byte_identical() {
         assert_eq!(outcome.size_bytes, len as u64);
         assert_eq!(outcome.slices, (len as u64).div_ceil(CHUNK));
         assert_eq!(outcome.sha256, protocol::hex(&Sha256::digest(&bytes)));
-        assert_eq!(outcome.local_sha256.as_deref(), Some(outcome.sha256.as_str()));
+        assert_eq!(
+            outcome.local_sha256.as_deref(),
+            Some(outcome.sha256.as_str())
+        );
         let last = events.progress.borrow().last().cloned().unwrap();
         assert_eq!(last.bytes_sent, len as u64);
         assert_eq!(last.slices_done, outcome.slices);
@@ -269,7 +327,11 @@ fn in_flight_never_exceeds_the_bound_and_reaches_it() {
         let server = FakeServer::default();
         let (result, _) = upload(pattern(20 * CHUNK as usize), CHUNK, max, &server);
         result.unwrap();
-        assert_eq!(server.max_in_flight.get(), max as usize, "maxInFlight {max}");
+        assert_eq!(
+            server.max_in_flight.get(),
+            max as usize,
+            "maxInFlight {max}"
+        );
         assert_eq!(server.puts.get(), 20);
     }
 }
@@ -277,14 +339,32 @@ fn in_flight_never_exceeds_the_bound_and_reaches_it() {
 #[test]
 fn retryable_failures_are_retried_with_backoff() {
     let server = FakeServer::default();
-    server.failures.borrow_mut().insert(2, (2, Failure::Status { status: 503, retry_after_ms: None }));
-    server.failures.borrow_mut().insert(5, (1, Failure::Network));
+    server.failures.borrow_mut().insert(
+        2,
+        (
+            2,
+            Failure::Status {
+                status: 503,
+                retry_after_ms: None,
+            },
+        ),
+    );
+    server
+        .failures
+        .borrow_mut()
+        .insert(5, (1, Failure::Network));
     let bytes = pattern(8 * CHUNK as usize);
     let (result, events) = upload(bytes.clone(), CHUNK, 4, &server);
     result.unwrap();
     assert_eq!(server.assembled(), bytes);
     assert_eq!(server.puts.get(), 8 + 3);
-    let retried: Vec<_> = events.states.borrow().iter().filter(|s| s.1 == SliceState::Retrying).cloned().collect();
+    let retried: Vec<_> = events
+        .states
+        .borrow()
+        .iter()
+        .filter(|s| s.1 == SliceState::Retrying)
+        .cloned()
+        .collect();
     assert_eq!(retried.len(), 3);
     assert!(retried.contains(&(2, SliceState::Retrying, 2)));
 }
@@ -292,7 +372,16 @@ fn retryable_failures_are_retried_with_backoff() {
 #[test]
 fn client_errors_fail_at_once_with_the_server_message() {
     let server = FakeServer::default();
-    server.failures.borrow_mut().insert(1, (1, Failure::Status { status: 409, retry_after_ms: None }));
+    server.failures.borrow_mut().insert(
+        1,
+        (
+            1,
+            Failure::Status {
+                status: 409,
+                retry_after_ms: None,
+            },
+        ),
+    );
     let (result, _) = upload(pattern(4 * CHUNK as usize), CHUNK, 2, &server);
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::HttpStatus);
@@ -303,11 +392,18 @@ fn client_errors_fail_at_once_with_the_server_message() {
 #[test]
 fn retry_budget_runs_out() {
     let server = FakeServer::default();
-    server.failures.borrow_mut().insert(0, (100, Failure::Network));
+    server
+        .failures
+        .borrow_mut()
+        .insert(0, (100, Failure::Network));
     let (result, _) = upload(pattern(2 * CHUNK as usize), CHUNK, 2, &server);
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::Network);
-    assert_eq!(server.puts.get() - 1, 5 + 1, "first attempt + 5 retries of slice 0, plus slice 1 once");
+    assert_eq!(
+        server.puts.get() - 1,
+        5 + 1,
+        "first attempt + 5 retries of slice 0, plus slice 1 once"
+    );
 }
 
 #[test]
@@ -316,7 +412,9 @@ fn progress_is_monotonic_and_throttled() {
     let (result, events) = upload(pattern(30 * CHUNK as usize), CHUNK, 4, &server);
     result.unwrap();
     let progress = events.progress.borrow();
-    assert!(progress.windows(2).all(|w| w[0].bytes_sent <= w[1].bytes_sent));
+    assert!(progress
+        .windows(2)
+        .all(|w| w[0].bytes_sent <= w[1].bytes_sent));
     assert!(progress.iter().all(|p| p.in_flight <= 4));
     assert_eq!(progress.last().unwrap().bytes_total, Some(30 * CHUNK));
 }
@@ -329,7 +427,13 @@ fn unknown_size_is_fixed_at_the_end_and_metadata_is_sent() {
     let bytes = pattern(5 * CHUNK as usize + 3);
     let mut source = VecSource::new(bytes.clone(), CHUNK);
     source.announce_size = false;
-    let engine = Engine { options: &options, source, transport: &server, runtime: &runtime, events: &() };
+    let engine = Engine {
+        options: &options,
+        source,
+        transport: &server,
+        runtime: &runtime,
+        events: &(),
+    };
     let metadata = BTreeMap::from([("name".to_string(), "a.bin".to_string())]);
     let outcome = futures_executor::block_on(engine.run(Some(metadata.clone()))).unwrap();
     assert_eq!(outcome.size_bytes, bytes.len() as u64);

@@ -1,0 +1,462 @@
+//! The HTTP API (protocol v1) and the static demo, as one axum [`Router`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chunkwise_core::protocol::{self, Complete, CreateUpload, Created};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWriteExt as _, BufWriter};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::store::{SliceTarget, Store};
+
+/// The largest JSON request body.
+const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+/// Metadata bounds: a handful of short strings, not a payload.
+const MAX_METADATA_ENTRIES: usize = 64;
+const MAX_METADATA_KEY_BYTES: usize = 256;
+const MAX_METADATA_VALUE_BYTES: usize = 4096;
+/// Buffer between the request body and the file: batches small frames into few writes.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Everything a handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The uploads.
+    pub store: Arc<Store>,
+    /// Bearer token required on every upload request, when set.
+    pub token: Option<Arc<str>>,
+}
+
+/// Where the static files are, and who may call from another origin.
+#[derive(Clone, Debug, Default)]
+pub struct Site {
+    /// The demo page, served at `/`.
+    pub www: Option<PathBuf>,
+    /// The wasm package, served at `/pkg/`.
+    pub pkg: Option<PathBuf>,
+    /// Origins allowed through CORS; `*` allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Builds the router: the API under `/uploads`, `/healthz`, and the static files.
+pub fn app(state: AppState, site: &Site) -> Router {
+    let api = Router::new()
+        .route("/uploads", post(create_upload))
+        .route("/uploads/{id}", get(upload_status).delete(delete_upload))
+        .route("/uploads/{id}/slices/{index}", put(put_slice))
+        .route("/uploads/{id}/complete", post(complete_upload))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+
+    let mut router = Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .merge(api);
+    if let Some(pkg) = &site.pkg {
+        router = router.nest_service(
+            "/pkg",
+            ServeDir::new(pkg).not_found_service(axum::routing::any(unknown_route)),
+        );
+    }
+    router = match &site.www {
+        Some(www) => router.fallback_service(
+            ServeDir::new(www).not_found_service(axum::routing::any(unknown_route)),
+        ),
+        None => router.fallback(unknown_route),
+    };
+    let router = router.layer(TraceLayer::new_for_http());
+    match cors(&site.allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static(protocol::CONTENT_DIGEST),
+            ])
+            .expose_headers([header::LOCATION, header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed on this resource",
+    )
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request(
+        "invalid_path",
+        format!("the path cannot be read: {rejection}"),
+    )
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body, allow_empty: bool) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a JSON body must be at most {MAX_JSON_BODY_BYTES} bytes"),
+            )
+        })?;
+    let bytes: &[u8] = if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the JSON body is invalid: {e}"))
+    })
+}
+
+fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            format!("metadata may hold at most {MAX_METADATA_ENTRIES} entries"),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES || key.chars().any(char::is_control)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                format!("metadata keys must be 1 to {MAX_METADATA_KEY_BYTES} bytes without control characters"),
+            ));
+        }
+        if value.len() > MAX_METADATA_VALUE_BYTES || value.contains('\0') {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                format!(
+                    "metadata values must be at most {MAX_METADATA_VALUE_BYTES} bytes without NUL"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn create_upload(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let request: CreateUpload = read_json(body, false).await?;
+    let limits = state.store.limits();
+    if request.chunk_size == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_chunk_size",
+            "chunkSize must be at least 1 byte",
+        ));
+    }
+    if request.chunk_size > limits.max_chunk_size_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "chunk_size_too_large",
+            format!(
+                "chunkSize {} exceeds the server's limit of {} bytes",
+                request.chunk_size, limits.max_chunk_size_bytes
+            ),
+        ));
+    }
+    if let Some(size) = request
+        .size
+        .filter(|&size| size > limits.max_upload_size_bytes)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!(
+                "size {size} exceeds the server's limit of {} bytes",
+                limits.max_upload_size_bytes
+            ),
+        ));
+    }
+    let metadata = request.metadata.unwrap_or_default();
+    validate_metadata(&metadata)?;
+    let upload = state
+        .store
+        .create(request.chunk_size, request.size, metadata)
+        .await?;
+    tracing::info!(id = upload.id(), chunk_size = request.chunk_size, size = ?request.size, "upload created");
+    let location = format!("/uploads/{}", upload.id());
+    let body = Created {
+        id: upload.id().to_string(),
+        chunk_size: request.chunk_size,
+        size: request.size,
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+async fn upload_status(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
+    let upload = state.store.get(&id)?;
+    let status = upload.status().await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(status)).into_response())
+}
+
+async fn delete_upload(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
+    let upload = state.store.get(&id)?;
+    state.store.delete(&upload).await?;
+    tracing::info!(id, "upload deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn complete_upload(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
+    let upload = state.store.get(&id)?;
+    let request: Complete = read_json(body, true).await?;
+    let sha256 = match &request.sha256 {
+        Some(text) => Some(protocol::parse_hex_sha256(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_sha256", "sha256 must be 64 hexadecimal characters")
+        })?),
+        None => None,
+    };
+    let completed = state.store.complete(&upload, request.size, sha256).await?;
+    tracing::info!(id, size = completed.size, sha256 = %completed.sha256, "upload complete");
+    Ok(Json(completed).into_response())
+}
+
+fn parse_index(text: &str) -> Result<u64, ApiError> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_index",
+            "a slice index is a non-negative decimal integer",
+        ));
+    }
+    text.parse().map_err(|_| {
+        ApiError::bad_request("invalid_index", "the slice index does not fit in 64 bits")
+    })
+}
+
+async fn put_slice(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let Path((id, index)) = path.map_err(path_error)?;
+    let upload = state.store.get(&id)?;
+    let index = parse_index(&index)?;
+    let declared_len = match headers.get(header::CONTENT_LENGTH) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_content_length",
+                        "Content-Length is not a number",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let digest = match headers.get(protocol::CONTENT_DIGEST) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_digest_header", "Content-Digest is not ASCII")
+                })
+                .and_then(|v| {
+                    protocol::parse_content_digest(v)
+                        .map_err(|e| ApiError::bad_request("invalid_digest_header", e.to_string()))
+                })?,
+        ),
+        None => None,
+    };
+
+    let lock = upload.slice_lock(index);
+    let result = async {
+        let _guard = lock.lock().await;
+        let (target, already_received) = upload
+            .target(index, state.store.limits().max_upload_size_bytes)
+            .await?;
+        check_declared_len(index, &target, declared_len)?;
+        let len = if already_received {
+            // Idempotent re-send: check it, but never touch bytes already acknowledged.
+            receive(index, &target, body, digest, None).await?
+        } else {
+            let file = state.store.open_for_slice(&upload, target.offset).await?;
+            receive(index, &target, body, digest, Some(file)).await?
+        };
+        upload.mark_received(index, len).await
+    }
+    .await;
+    state.store.release_slice_lock(&upload, index, &lock);
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+fn check_declared_len(
+    index: u64,
+    target: &SliceTarget,
+    declared: Option<u64>,
+) -> Result<(), ApiError> {
+    let Some(declared) = declared else {
+        return Ok(());
+    };
+    let ok = match target.exact_len {
+        Some(exact) => declared == exact,
+        None => (1..=target.max_len).contains(&declared),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match target.exact_len {
+        Some(exact) => format!("exactly {exact} bytes"),
+        None => format!("1 to {} bytes", target.max_len),
+    };
+    Err(ApiError::bad_request(
+        "length_mismatch",
+        format!("slice {index} must be {expected}; Content-Length is {declared}"),
+    ))
+}
+
+/// Streams a slice body to `file` (or nowhere), checking length and digest as it goes.
+async fn receive(
+    index: u64,
+    target: &SliceTarget,
+    body: Body,
+    digest: Option<[u8; 32]>,
+    file: Option<tokio::fs::File>,
+) -> Result<u64, ApiError> {
+    let mut writer = file.map(|f| BufWriter::with_capacity(WRITE_BUFFER_BYTES, f));
+    let mut hasher = digest.map(|_| Sha256::new());
+    let mut received = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let bytes = frame.map_err(|e| {
+            ApiError::bad_request(
+                "body_incomplete",
+                format!("the slice body was cut off after {received} bytes: {e}"),
+            )
+        })?;
+        received += bytes.len() as u64;
+        if received > target.max_len {
+            return Err(ApiError::bad_request(
+                "length_mismatch",
+                format!("slice {index} is longer than its {} bytes", target.max_len),
+            ));
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&bytes);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write_all(&bytes)
+                .await
+                .map_err(|e| ApiError::storage("writing a slice", &e))?;
+        }
+    }
+    let expected_ok = match target.exact_len {
+        Some(exact) => received == exact,
+        None => received >= 1,
+    };
+    if !expected_ok {
+        return Err(ApiError::bad_request(
+            "length_mismatch",
+            format!(
+                "slice {index} has {received} bytes; expected {}",
+                target.exact_len.unwrap_or(target.max_len)
+            ),
+        ));
+    }
+    if let (Some(hasher), Some(expected)) = (hasher, digest) {
+        let actual: [u8; 32] = hasher.finalize().into();
+        if actual != expected {
+            return Err(ApiError::bad_request(
+                "digest_mismatch",
+                format!("slice {index}'s bytes do not match its Content-Digest"),
+            ));
+        }
+    }
+    if let Some(mut w) = writer {
+        w.flush()
+            .await
+            .map_err(|e| ApiError::storage("writing a slice", &e))?;
+        w.get_mut()
+            .sync_data()
+            .await
+            .map_err(|e| ApiError::storage("flushing a slice to disk", &e))?;
+    }
+    Ok(received)
+}

@@ -1,0 +1,832 @@
+//! Durable upload state on disk.
+//!
+//! Layout under the data directory (every name chosen by the server):
+//! - `uploads/{id}/meta.json`: chunk size, size (once known), metadata.
+//! - `uploads/{id}/data`: the bytes, written at their offsets (sparse until filled).
+//! - `uploads/{id}/journal`: one 16-byte record (index, length; little-endian u64) per
+//!   received slice, appended only after the slice's bytes were flushed with
+//!   `fdatasync`. A record torn by a crash is ignored, so a slice is reported as
+//!   received only if its bytes are on disk.
+//! - `uploads/{id}/completed.json`: written once the whole-file digest is known; the move
+//!   below is then redone after a crash.
+//! - `files/{id}` and `files/{id}.json`: completed uploads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chunkwise_core::geometry::Geometry;
+use chunkwise_core::protocol::{self, Completed, Status};
+use chunkwise_core::ranges::IndexSet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+const JOURNAL_RECORD_BYTES: usize = 16;
+const ID_LEN: usize = 22;
+
+/// Server-wide limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest upload.
+    pub max_upload_size_bytes: u64,
+    /// Largest slice.
+    pub max_chunk_size_bytes: u64,
+    /// Incomplete uploads untouched for this long are removed.
+    pub expire_after: Duration,
+}
+
+/// What `meta.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    chunk_size: u64,
+    size: Option<u64>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// What `files/{id}.json` and `uploads/{id}/completed.json` hold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FinalMeta {
+    id: String,
+    chunk_size: u64,
+    size: u64,
+    sha256: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// Mutable state of one upload, behind its lock.
+#[derive(Debug)]
+struct State {
+    size: Option<u64>,
+    received: IndexSet,
+    bytes_received: u64,
+    /// A received slice shorter than the chunk size: the last one.
+    short_tail: Option<(u64, u64)>,
+    journal_len: u64,
+    completed: Option<Completed>,
+}
+
+/// One upload.
+#[derive(Debug)]
+pub struct Upload {
+    id: String,
+    dir: PathBuf,
+    chunk_size: u64,
+    metadata: BTreeMap<String, String>,
+    state: tokio::sync::Mutex<State>,
+    slice_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    last_activity_ms: AtomicU64,
+    deleted: AtomicBool,
+}
+
+/// All uploads.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    limits: Limits,
+    uploads: Mutex<HashMap<String, Arc<Upload>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether `id` has the shape of an id this server hands out.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn new_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "no randomness");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not draw a random id",
+        )
+    })?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    context: &'static str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ApiError::storage(context, &error)),
+        Err(join) => {
+            tracing::error!(%join, context, "blocking task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the server failed while {context}"),
+            ))
+        }
+    }
+}
+
+/// The byte range a slice PUT must fill, decided before the body is read.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceTarget {
+    /// Byte offset of the slice.
+    pub offset: u64,
+    /// Exact length when known; otherwise the slice may be 1..=chunk_size bytes.
+    pub exact_len: Option<u64>,
+    /// Upper bound on the length.
+    pub max_len: u64,
+}
+
+impl Upload {
+    /// The upload's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The slice size.
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    fn data_path(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn ensure_live(&self) -> Result<(), ApiError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(ApiError::upload_not_found(&self.id));
+        }
+        Ok(())
+    }
+
+    /// The lock serialising writers of one slice.
+    pub fn slice_lock(&self, index: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.slice_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(index).or_default().clone()
+    }
+
+    fn forget_slice_lock(&self, index: u64, lock: &Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.slice_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and the caller's. More means another writer waits.
+        if Arc::strong_count(lock) <= 2 {
+            locks.remove(&index);
+        }
+    }
+
+    /// Where slice `index` goes, given what is known of the size, and whether it is
+    /// already held.
+    pub async fn target(
+        &self,
+        index: u64,
+        max_upload_size: u64,
+    ) -> Result<(SliceTarget, bool), ApiError> {
+        self.ensure_live()?;
+        let state = self.state.lock().await;
+        if state.completed.is_some() {
+            return Err(ApiError::conflict(
+                "upload_complete",
+                "the upload is complete; it takes no more slices",
+            ));
+        }
+        let geometry = Geometry::new(self.chunk_size, state.size)
+            .map_err(|e| ApiError::bad_request("invalid_chunk_size", e.to_string()))?;
+        let range = geometry
+            .slice_range(index)
+            .map_err(|e| ApiError::bad_request("index_out_of_range", e.to_string()))?;
+        let limit = max_upload_size;
+        if state.size.is_none() && range.start >= limit {
+            return Err(ApiError::bad_request(
+                "index_out_of_range",
+                format!(
+                    "slice {index} starts at byte {} past the server's limit of {limit} bytes",
+                    range.start
+                ),
+            ));
+        }
+        let target = match state.size {
+            Some(_) => SliceTarget {
+                offset: range.start,
+                exact_len: Some(range.end - range.start),
+                max_len: range.end - range.start,
+            },
+            None => SliceTarget {
+                offset: range.start,
+                exact_len: None,
+                max_len: (range.end - range.start).min(limit - range.start),
+            },
+        };
+        Ok((target, state.received.contains(index)))
+    }
+
+    /// Records slice `index` of `len` bytes as received, once its bytes are durable.
+    pub async fn mark_received(&self, index: u64, len: u64) -> Result<(), ApiError> {
+        self.ensure_live()?;
+        let mut state = self.state.lock().await;
+        if state.received.contains(index) {
+            return Ok(());
+        }
+        if state.completed.is_some() {
+            return Err(ApiError::conflict(
+                "upload_complete",
+                "the upload is complete; it takes no more slices",
+            ));
+        }
+        let mut new_size = None;
+        if len < self.chunk_size {
+            let implied = index * self.chunk_size + len;
+            match state.size {
+                Some(size) if size != implied => {
+                    return Err(ApiError::bad_request(
+                        "length_mismatch",
+                        format!("slice {index} has the wrong length"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(max) = state.received.max().filter(|&max| max > index) {
+                        return Err(ApiError::conflict(
+                            "size_conflict",
+                            format!("slice {index} is shorter than chunkSize, so it must be the last, but slice {max} was received"),
+                        ));
+                    }
+                    new_size = Some(implied);
+                }
+            }
+        }
+        let dir = self.dir.clone();
+        let meta = Meta {
+            chunk_size: self.chunk_size,
+            size: new_size,
+            metadata: self.metadata.clone(),
+        };
+        let journal_len = state.journal_len;
+        blocking("recording a received slice", move || {
+            if meta.size.is_some() {
+                write_atomic(
+                    &dir.join("meta.json"),
+                    &serde_json::to_vec(&meta).map_err(std::io::Error::other)?,
+                )?;
+            }
+            let mut journal = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(dir.join("journal"))?;
+            let mut record = [0u8; JOURNAL_RECORD_BYTES];
+            record[..8].copy_from_slice(&index.to_le_bytes());
+            record[8..].copy_from_slice(&len.to_le_bytes());
+            let written = journal
+                .write_all(&record)
+                .and_then(|()| journal.sync_data());
+            if written.is_err() {
+                // Keep records aligned: drop whatever part of this one made it.
+                let _ = journal.set_len(journal_len);
+            }
+            written
+        })
+        .await?;
+        if let Some(size) = new_size {
+            state.size = Some(size);
+            state.short_tail = Some((index, len));
+        }
+        state.journal_len += JOURNAL_RECORD_BYTES as u64;
+        state.received.insert(index);
+        state.bytes_received += len;
+        self.touch();
+        Ok(())
+    }
+
+    /// The status a resuming client asks for.
+    pub async fn status(&self) -> Result<Status, ApiError> {
+        self.ensure_live()?;
+        let state = self.state.lock().await;
+        Ok(self.status_of(&state))
+    }
+
+    fn status_of(&self, state: &State) -> Status {
+        Status {
+            id: self.id.clone(),
+            chunk_size: self.chunk_size,
+            size: state.size,
+            received: state.received.ranges().map(|r| [r.start, r.end]).collect(),
+            bytes_received: state.bytes_received,
+            complete: state.completed.is_some(),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (and creates) the data directory and reloads every upload found there.
+    pub fn open(root: impl Into<PathBuf>, limits: Limits) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("uploads"))?;
+        std::fs::create_dir_all(root.join("files"))?;
+        let store = Self {
+            root,
+            limits,
+            uploads: Mutex::new(HashMap::new()),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn reload(&self) -> std::io::Result<()> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in std::fs::read_dir(self.root.join("uploads"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_valid_id(&name) || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            match self.reload_upload(&name, &entry.path()) {
+                Ok(Some(upload)) => {
+                    uploads.insert(name, Arc::new(upload));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(id = %name, %error, "skipping an upload that cannot be reloaded")
+                }
+            }
+        }
+        for entry in std::fs::read_dir(self.root.join("files"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json").filter(|id| is_valid_id(id)) else {
+                continue;
+            };
+            if uploads.contains_key(id) {
+                continue;
+            }
+            let meta: FinalMeta =
+                match std::fs::read(entry.path()).map(|b| serde_json::from_slice(&b)) {
+                    Ok(Ok(meta)) => meta,
+                    _ => continue,
+                };
+            uploads.insert(id.to_string(), Arc::new(self.completed_upload(meta)));
+        }
+        tracing::info!(uploads = uploads.len(), "reloaded uploads");
+        Ok(())
+    }
+
+    fn completed_upload(&self, meta: FinalMeta) -> Upload {
+        let received = IndexSet::from_ranges([[0, meta.size.div_ceil(meta.chunk_size)]]);
+        Upload {
+            id: meta.id.clone(),
+            dir: self.root.join("uploads").join(&meta.id),
+            chunk_size: meta.chunk_size,
+            metadata: meta.metadata,
+            state: tokio::sync::Mutex::new(State {
+                size: Some(meta.size),
+                received,
+                bytes_received: meta.size,
+                short_tail: None,
+                journal_len: 0,
+                completed: Some(Completed {
+                    id: meta.id,
+                    size: meta.size,
+                    sha256: meta.sha256,
+                }),
+            }),
+            slice_locks: Mutex::default(),
+            last_activity_ms: AtomicU64::new(now_ms()),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    fn reload_upload(&self, id: &str, dir: &Path) -> std::io::Result<Option<Upload>> {
+        if let Ok(bytes) = std::fs::read(dir.join("completed.json")) {
+            let meta: FinalMeta = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+            self.finish_move(dir, &meta)?;
+            return Ok(Some(self.completed_upload(meta)));
+        }
+        let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)
+            .map_err(std::io::Error::other)?;
+        let mut journal = Vec::new();
+        match std::fs::File::open(dir.join("journal")) {
+            Ok(mut file) => {
+                file.read_to_end(&mut journal)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let whole = journal.len() - journal.len() % JOURNAL_RECORD_BYTES;
+        if whole != journal.len() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("journal"))?
+                .set_len(whole as u64)?;
+        }
+        let mut state = State {
+            size: meta.size,
+            received: IndexSet::new(),
+            bytes_received: 0,
+            short_tail: None,
+            journal_len: whole as u64,
+            completed: None,
+        };
+        for record in journal[..whole].chunks_exact(JOURNAL_RECORD_BYTES) {
+            let index = u64::from_le_bytes(record[..8].try_into().unwrap_or_default());
+            let len = u64::from_le_bytes(record[8..].try_into().unwrap_or_default());
+            if state.received.insert(index) {
+                state.bytes_received += len;
+                if len < meta.chunk_size {
+                    state.short_tail = Some((index, len));
+                }
+            }
+        }
+        let last_activity = std::fs::metadata(dir.join("meta.json"))
+            .and_then(|m| m.modified())
+            .ok()
+            .into_iter()
+            .chain(
+                std::fs::metadata(dir.join("journal"))
+                    .and_then(|m| m.modified())
+                    .ok(),
+            )
+            .max()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(now_ms, |d| d.as_millis() as u64);
+        Ok(Some(Upload {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            chunk_size: meta.chunk_size,
+            metadata: meta.metadata,
+            state: tokio::sync::Mutex::new(state),
+            slice_locks: Mutex::default(),
+            last_activity_ms: AtomicU64::new(last_activity),
+            deleted: AtomicBool::new(false),
+        }))
+    }
+
+    /// Moves a completed upload's bytes to `files/`. Idempotent, so a crash midway is
+    /// finished on the next start.
+    fn finish_move(&self, dir: &Path, meta: &FinalMeta) -> std::io::Result<()> {
+        let files = self.root.join("files");
+        let data = dir.join("data");
+        if data.exists() {
+            std::fs::rename(&data, files.join(&meta.id))?;
+        }
+        write_atomic(
+            &files.join(format!("{}.json", meta.id)),
+            &serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    /// Where a completed upload's bytes are.
+    pub fn file_path(&self, id: &str) -> PathBuf {
+        self.root.join("files").join(id)
+    }
+
+    /// Finds an upload by id.
+    pub fn get(&self, id: &str) -> Result<Arc<Upload>, ApiError> {
+        if !is_valid_id(id) {
+            return Err(ApiError::bad_request(
+                "invalid_id",
+                "an upload id is 22 characters of A-Z, a-z, 0-9, '-' and '_'",
+            ));
+        }
+        let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        uploads
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::upload_not_found(id))
+    }
+
+    /// Creates an upload.
+    pub async fn create(
+        &self,
+        chunk_size: u64,
+        size: Option<u64>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Arc<Upload>, ApiError> {
+        let id = new_id()?;
+        let dir = self.root.join("uploads").join(&id);
+        let meta = Meta {
+            chunk_size,
+            size,
+            metadata: metadata.clone(),
+        };
+        let dir_for_io = dir.clone();
+        blocking("creating the upload", move || {
+            std::fs::create_dir(&dir_for_io)?;
+            let data = std::fs::File::create(dir_for_io.join("data"))?;
+            if let Some(size) = meta.size {
+                // Sparse: no disk is used until bytes arrive.
+                data.set_len(size)?;
+            }
+            write_atomic(
+                &dir_for_io.join("meta.json"),
+                &serde_json::to_vec(&meta).map_err(std::io::Error::other)?,
+            )
+        })
+        .await?;
+        let upload = Arc::new(Upload {
+            id: id.clone(),
+            dir,
+            chunk_size,
+            metadata,
+            state: tokio::sync::Mutex::new(State {
+                size,
+                received: IndexSet::new(),
+                bytes_received: 0,
+                short_tail: None,
+                journal_len: 0,
+                completed: None,
+            }),
+            slice_locks: Mutex::default(),
+            last_activity_ms: AtomicU64::new(now_ms()),
+            deleted: AtomicBool::new(false),
+        });
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, upload.clone());
+        Ok(upload)
+    }
+
+    /// Opens the upload's data file for writing one slice at `offset`.
+    pub async fn open_for_slice(
+        &self,
+        upload: &Upload,
+        offset: u64,
+    ) -> Result<tokio::fs::File, ApiError> {
+        use tokio::io::AsyncSeekExt as _;
+        upload.ensure_live()?;
+        upload.touch();
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(upload.data_path())
+            .await
+            .map_err(|e| ApiError::storage("opening the upload's file", &e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| ApiError::storage("seeking", &e))?;
+        Ok(file)
+    }
+
+    /// Releases the per-slice lock entry once a writer is done.
+    pub fn release_slice_lock(
+        &self,
+        upload: &Upload,
+        index: u64,
+        lock: &Arc<tokio::sync::Mutex<()>>,
+    ) {
+        upload.forget_slice_lock(index, lock);
+    }
+
+    /// Completes an upload: checks every slice, fixes the size, hashes the stored bytes,
+    /// compares with the client's digest, and moves the file to its final place.
+    pub async fn complete(
+        &self,
+        upload: &Arc<Upload>,
+        size: Option<u64>,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<Completed, ApiError> {
+        upload.ensure_live()?;
+        let mut state = upload.state.lock().await;
+        if let Some(done) = &state.completed {
+            if let Some(size) = size.filter(|&size| size != done.size) {
+                return Err(ApiError::bad_request(
+                    "size_mismatch",
+                    format!("the upload completed with size {}, not {size}", done.size),
+                ));
+            }
+            if let Some(expected) = sha256 {
+                if protocol::hex(&expected) != done.sha256 {
+                    return Err(ApiError::bad_request(
+                        "digest_mismatch",
+                        "the SHA-256 given differs from the stored bytes'",
+                    ));
+                }
+            }
+            return Ok(done.clone());
+        }
+        let size = match (state.size, size) {
+            (Some(known), Some(given)) if known != given => {
+                return Err(ApiError::bad_request(
+                    "size_mismatch",
+                    format!("the upload's size is {known} bytes, not {given}"),
+                ));
+            }
+            (Some(known), _) => known,
+            (None, Some(given)) => given,
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "size_required",
+                    "the size was deferred at creation; give it as \"size\" to complete",
+                ));
+            }
+        };
+        if size > self.limits.max_upload_size_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                format!(
+                    "size {size} exceeds the server's limit of {} bytes",
+                    self.limits.max_upload_size_bytes
+                ),
+            ));
+        }
+        let count = size.div_ceil(upload.chunk_size);
+        if let Some(max) = state.received.max().filter(|&max| max >= count) {
+            return Err(ApiError::conflict(
+                "size_conflict",
+                format!("size {size} means {count} slices, but slice {max} was received"),
+            ));
+        }
+        if state.size.is_none() && size % upload.chunk_size != 0 && state.short_tail.is_none() {
+            // The last slice would be short, but only full-length slices were received.
+            if state.received.contains(count - 1) {
+                return Err(ApiError::conflict(
+                    "size_conflict",
+                    format!(
+                        "size {size} makes slice {} short, but it was received full",
+                        count - 1
+                    ),
+                ));
+            }
+        }
+        let missing = state.received.missing(count);
+        if !missing.is_empty() {
+            let total: u64 = missing.iter().map(|r| r.end - r.start).sum();
+            let named: Vec<String> = missing
+                .iter()
+                .take(10)
+                .map(|r| {
+                    if r.end - r.start == 1 {
+                        r.start.to_string()
+                    } else {
+                        format!("{}..{}", r.start, r.end - 1)
+                    }
+                })
+                .collect();
+            return Err(ApiError::conflict(
+                "missing_slices",
+                format!(
+                    "{total} of {count} slices are missing: {}{}",
+                    named.join(", "),
+                    if missing.len() > 10 { ", ..." } else { "" }
+                ),
+            ));
+        }
+
+        let data = upload.data_path();
+        let sha = blocking("hashing the upload", move || {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .read(true)
+                .open(&data)?;
+            file.set_len(size)?;
+            file.sync_all()?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(<[u8; 32]>::from(hasher.finalize()))
+        })
+        .await?;
+        if let Some(expected) = sha256 {
+            if expected != sha {
+                return Err(ApiError::bad_request(
+                    "digest_mismatch",
+                    format!(
+                        "the stored bytes have SHA-256 {}, not {}",
+                        protocol::hex(&sha),
+                        protocol::hex(&expected)
+                    ),
+                ));
+            }
+        }
+        let meta = FinalMeta {
+            id: upload.id.clone(),
+            chunk_size: upload.chunk_size,
+            size,
+            sha256: protocol::hex(&sha),
+            metadata: upload.metadata.clone(),
+        };
+        let dir = upload.dir.clone();
+        let files = self.root.join("files");
+        let meta_for_io = meta.clone();
+        blocking("storing the completed upload", move || {
+            write_atomic(
+                &dir.join("completed.json"),
+                &serde_json::to_vec(&meta_for_io).map_err(std::io::Error::other)?,
+            )?;
+            let data = dir.join("data");
+            std::fs::rename(&data, files.join(&meta_for_io.id))?;
+            write_atomic(
+                &files.join(format!("{}.json", meta_for_io.id)),
+                &serde_json::to_vec_pretty(&meta_for_io).map_err(std::io::Error::other)?,
+            )?;
+            std::fs::remove_dir_all(&dir)
+        })
+        .await?;
+        let completed = Completed {
+            id: meta.id,
+            size,
+            sha256: meta.sha256,
+        };
+        state.size = Some(size);
+        state.completed = Some(completed.clone());
+        upload.touch();
+        Ok(completed)
+    }
+
+    /// Removes an upload and its bytes, complete or not.
+    pub async fn delete(&self, upload: &Arc<Upload>) -> Result<(), ApiError> {
+        upload.deleted.store(true, Ordering::Release);
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&upload.id);
+        let _state = upload.state.lock().await;
+        let dir = upload.dir.clone();
+        let file = self.file_path(&upload.id);
+        let file_meta = self.root.join("files").join(format!("{}.json", upload.id));
+        blocking("deleting the upload", move || {
+            for path in [file, file_meta] {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Removes incomplete uploads untouched for longer than `expire_after`.
+    pub async fn expire(&self) -> usize {
+        let cutoff = now_ms().saturating_sub(self.limits.expire_after.as_millis() as u64);
+        let stale: Vec<Arc<Upload>> = {
+            let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            uploads
+                .values()
+                .filter(|u| u.last_activity_ms.load(Ordering::Relaxed) < cutoff)
+                .cloned()
+                .collect()
+        };
+        let mut removed = 0;
+        for upload in stale {
+            if upload.state.lock().await.completed.is_some() {
+                continue;
+            }
+            match self.delete(&upload).await {
+                Ok(()) => removed += 1,
+                Err(error) => tracing::warn!(id = %upload.id, %error, "could not expire upload"),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "expired abandoned uploads");
+        }
+        removed
+    }
+}

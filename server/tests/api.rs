@@ -1,0 +1,894 @@
+//! The real server on a real socket, driven over HTTP.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chunkwise_core::protocol::{self, Completed, Status};
+use chunkwise_server::{app, AppState, Limits, Site, Store};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const MIB: u64 = 1024 * 1024;
+
+struct Server {
+    base: String,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+    client: reqwest::Client,
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_upload_size_bytes: 64 << 30,
+        max_chunk_size_bytes: 256 * MIB,
+        expire_after: Duration::from_secs(3600),
+    }
+}
+
+impl Server {
+    async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), None, limits()).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, token: Option<&str>, limits: Limits) -> Self {
+        let store = Arc::new(Store::open(dir.path(), limits).unwrap());
+        let router = app(
+            AppState {
+                store,
+                token: token.map(Arc::from),
+            },
+            &Site::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Server {
+            base,
+            dir,
+            task,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    async fn restart(self) -> Self {
+        self.task.abort();
+        let _ = self.task.await;
+        Self::start_in(self.dir, None, limits()).await
+    }
+
+    async fn create(&self, body: Value) -> (StatusCode, Value, Option<String>) {
+        let response = self
+            .client
+            .post(format!("{}/uploads", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, json_of(response).await, location)
+    }
+
+    async fn put(
+        &self,
+        location: &str,
+        index: &str,
+        bytes: Vec<u8>,
+        digest: bool,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .put(format!("{}{location}/slices/{index}", self.base));
+        if digest {
+            request = request.header(
+                "content-digest",
+                protocol::content_digest(&Sha256::digest(&bytes).into()),
+            );
+        }
+        let response = request.body(bytes).send().await.unwrap();
+        (response.status(), json_of(response).await)
+    }
+
+    async fn status(&self, location: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{location}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), json_of(response).await)
+    }
+
+    async fn complete(&self, location: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{location}/complete", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (response.status(), json_of(response).await)
+    }
+
+    fn stored(&self, id: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("files").join(id)).unwrap()
+    }
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    let bytes = response.bytes().await.unwrap();
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    protocol::hex(&Sha256::digest(bytes))
+}
+
+fn slice(bytes: &[u8], chunk: usize, index: usize) -> Vec<u8> {
+    bytes[index * chunk..((index + 1) * chunk).min(bytes.len())].to_vec()
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status.as_u16(), expected_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// Uploads `bytes` with every slice sent concurrently, in reverse order.
+async fn upload_all(server: &Server, bytes: &[u8], chunk: usize, size_known: bool) -> Completed {
+    let body = if size_known {
+        json!({"chunkSize": chunk, "size": bytes.len()})
+    } else {
+        json!({"chunkSize": chunk})
+    };
+    let (status, created, location) = server.create(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let location = location.unwrap();
+    assert_eq!(
+        location,
+        format!("/uploads/{}", created["id"].as_str().unwrap())
+    );
+    let count = bytes.len().div_ceil(chunk);
+    let puts = (0..count).rev().map(|i| {
+        let location = location.clone();
+        let part = slice(bytes, chunk, i);
+        async move {
+            server
+                .put(&location, &i.to_string(), part, i % 2 == 0)
+                .await
+        }
+    });
+    for (status, body) in futures_util::future::join_all(puts).await {
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    let (status, body) = server
+        .complete(
+            &location,
+            json!({"size": bytes.len(), "sha256": sha_hex(bytes)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value(body).unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_out_of_order_slices_arrive_byte_identical() {
+    let server = Server::start().await;
+    let bytes = random_bytes(5 * MIB as usize + 12345, 1);
+    let completed = upload_all(&server, &bytes, 256 * 1024, true).await;
+    assert_eq!(completed.size, bytes.len() as u64);
+    assert_eq!(completed.sha256, sha_hex(&bytes));
+    assert_eq!(sha_hex(&server.stored(&completed.id)), sha_hex(&bytes));
+    let (_, status) = server.status(&format!("/uploads/{}", completed.id)).await;
+    assert_eq!(status["complete"], true);
+    assert_eq!(status["bytesReceived"], bytes.len() as u64);
+}
+
+#[tokio::test]
+async fn boundary_sizes_round_trip() {
+    let server = Server::start().await;
+    let chunk = 1000;
+    for len in [0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk, 3 * chunk + 1] {
+        let bytes = random_bytes(len, len as u64);
+        for size_known in [true, false] {
+            let completed = upload_all(&server, &bytes, chunk, size_known).await;
+            assert_eq!(
+                server.stored(&completed.id),
+                bytes,
+                "len {len}, size known {size_known}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn deferred_size_is_fixed_by_the_short_last_slice() {
+    let server = Server::start().await;
+    let (_, created, location) = server.create(json!({"chunkSize": 4})).await;
+    assert_eq!(created["size"], Value::Null);
+    let location = location.unwrap();
+    assert_eq!(
+        server.put(&location, "2", b"ij".to_vec(), false).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, status) = server.status(&location).await;
+    assert_eq!(status["size"], 10);
+    // Past the end that the short slice fixed.
+    assert_error_pair(
+        server.put(&location, "3", b"abcd".to_vec(), false).await,
+        400,
+        "index_out_of_range",
+    );
+    assert_error_pair(
+        server.complete(&location, json!({"size": 12})).await,
+        400,
+        "size_mismatch",
+    );
+    server.put(&location, "0", b"abcd".to_vec(), false).await;
+    server.put(&location, "1", b"efgh".to_vec(), false).await;
+    let (status, body) = server.complete(&location, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        server.stored(created["id"].as_str().unwrap()),
+        b"abcdefghij"
+    );
+}
+
+fn assert_error_pair((status, body): (StatusCode, Value), expected_status: u16, code: &str) {
+    assert_error(status, &body, expected_status, code);
+}
+
+#[tokio::test]
+async fn received_slices_survive_a_restart() {
+    let server = Server::start().await;
+    let bytes = random_bytes(10 * 1024, 7);
+    let (_, created, location) = server
+        .create(json!({"chunkSize": 1024, "size": bytes.len(), "metadata": {"name": "a.bin"}}))
+        .await;
+    let location = location.unwrap();
+    for i in [0, 3, 4, 9] {
+        assert_eq!(
+            server
+                .put(&location, &i.to_string(), slice(&bytes, 1024, i), true)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let server = server.restart().await;
+    let (status, body) = server.status(&location).await;
+    assert_eq!(status, StatusCode::OK);
+    let status: Status = serde_json::from_value(body).unwrap();
+    assert_eq!(status.received, vec![[0, 1], [3, 5], [9, 10]]);
+    assert_eq!(status.bytes_received, 4 * 1024);
+    for i in [1, 2, 5, 6, 7, 8] {
+        assert_eq!(
+            server
+                .put(&location, &i.to_string(), slice(&bytes, 1024, i), true)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let (status, body) = server
+        .complete(&location, json!({"sha256": sha_hex(&bytes)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(server.stored(created["id"].as_str().unwrap()), bytes);
+    // A completed upload is still known after another restart.
+    let server = server.restart().await;
+    let (_, body) = server.status(&location).await;
+    assert_eq!(body["complete"], true);
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(
+            server
+                .dir
+                .path()
+                .join("files")
+                .join(format!("{}.json", created["id"].as_str().unwrap())),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["metadata"]["name"], "a.bin");
+}
+
+#[tokio::test]
+async fn a_torn_journal_record_is_ignored() {
+    let server = Server::start().await;
+    let (_, created, location) = server.create(json!({"chunkSize": 4, "size": 8})).await;
+    let location = location.unwrap();
+    server.put(&location, "0", b"abcd".to_vec(), false).await;
+    let journal = server
+        .dir
+        .path()
+        .join("uploads")
+        .join(created["id"].as_str().unwrap())
+        .join("journal");
+    // A crash in the middle of appending the record for slice 1.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(&[1, 0, 0, 0, 0])
+        .unwrap();
+    let server = server.restart().await;
+    let (_, body) = server.status(&location).await;
+    assert_eq!(body["received"], json!([[0, 1]]));
+    server.put(&location, "1", b"efgh".to_vec(), false).await;
+    let server = server.restart().await;
+    let (_, body) = server.status(&location).await;
+    assert_eq!(body["received"], json!([[0, 2]]));
+    assert_eq!(
+        server.complete(&location, json!({})).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let server = Server::start().await;
+    let (_, created, location) = server.create(json!({"chunkSize": 4, "size": 10})).await;
+    let location = location.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        server.put(&location, "0", b"abcd".to_vec(), true).await.0,
+        StatusCode::NO_CONTENT
+    );
+
+    // Creation.
+    assert_error_pair(
+        server.create(json!({"chunkSize": 0})).await.drop_location(),
+        400,
+        "invalid_chunk_size",
+    );
+    assert_error_pair(
+        server
+            .create(json!({"chunkSize": 257 * MIB}))
+            .await
+            .drop_location(),
+        413,
+        "chunk_size_too_large",
+    );
+    assert_error_pair(
+        server
+            .create(json!({"chunkSize": 4, "size": 65u64 << 30}))
+            .await
+            .drop_location(),
+        413,
+        "upload_too_large",
+    );
+    assert_error_pair(
+        server
+            .create(json!({"chunkSize": -4}))
+            .await
+            .drop_location(),
+        400,
+        "invalid_json",
+    );
+    assert_error_pair(
+        server
+            .create(json!({"chunkSize": 4.5}))
+            .await
+            .drop_location(),
+        400,
+        "invalid_json",
+    );
+    let overflow = server
+        .client
+        .post(format!("{}/uploads", server.base))
+        .body(r#"{"chunkSize":18446744073709551616}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_error_pair(
+        (overflow.status(), json_of(overflow).await),
+        400,
+        "invalid_json",
+    );
+    assert_error_pair(
+        server
+            .create(json!({"chunkSize": 4, "metadata": {"a": 1}}))
+            .await
+            .drop_location(),
+        400,
+        "invalid_json",
+    );
+    assert_error_pair(
+        server
+            .create(json!({"chunkSize": 4, "metadata": {"a\u{0}": "x"}}))
+            .await
+            .drop_location(),
+        400,
+        "invalid_metadata",
+    );
+    let huge = server
+        .client
+        .post(format!("{}/uploads", server.base))
+        .body(vec![b' '; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_error_pair((huge.status(), json_of(huge).await), 413, "body_too_large");
+
+    // Ids and paths.
+    assert_error_pair(
+        server.status("/uploads/AAAAAAAAAAAAAAAAAAAAAA").await,
+        404,
+        "upload_not_found",
+    );
+    for bad in [
+        "/uploads/short",
+        "/uploads/..%2F..%2Fetc",
+        "/uploads/%2e%2e",
+        "/uploads/AAAAAAAAAAAAAAAAAAAA%00A",
+        "/uploads/AAAAAAAAAAAAAAAAAAAA..",
+    ] {
+        // Raw, so that no client normalises the dot segments away first.
+        assert_error_pair(raw_request(&server, "GET", bad).await, 400, "invalid_id");
+        assert_error_pair(
+            raw_request(&server, "PUT", &format!("{bad}/slices/0")).await,
+            400,
+            "invalid_id",
+        );
+    }
+    assert_error_pair(
+        raw_request(&server, "PUT", &format!("{location}/slices/%2e%2e")).await,
+        400,
+        "invalid_index",
+    );
+    assert_error_pair(
+        raw_request(&server, "PUT", &format!("{location}/slices/..")).await,
+        400,
+        "invalid_index",
+    );
+    assert_error_pair(
+        server.put(&location, "-1", b"abcd".to_vec(), false).await,
+        400,
+        "invalid_index",
+    );
+    assert_error_pair(
+        server
+            .put(&location, "18446744073709551616", b"abcd".to_vec(), false)
+            .await,
+        400,
+        "invalid_index",
+    );
+    assert_error_pair(
+        server.put(&location, "3", b"abcd".to_vec(), false).await,
+        400,
+        "index_out_of_range",
+    );
+    assert_error_pair(
+        server
+            .put(&location, "4611686018427387904", b"abcd".to_vec(), false)
+            .await,
+        400,
+        "index_out_of_range",
+    );
+    assert_error_pair(
+        server.status(&format!("{location}/slices/0/x")).await,
+        404,
+        "not_found",
+    );
+
+    // Bodies that do not fit the slice.
+    assert_error_pair(
+        server.put(&location, "1", b"efghX".to_vec(), false).await,
+        400,
+        "length_mismatch",
+    );
+    assert_error_pair(
+        server.put(&location, "1", b"efg".to_vec(), false).await,
+        400,
+        "length_mismatch",
+    );
+    assert_error_pair(
+        server.put(&location, "1", Vec::new(), false).await,
+        400,
+        "length_mismatch",
+    );
+    let bad_digest = server
+        .client
+        .put(format!("{}{location}/slices/1", server.base))
+        .header(
+            "content-digest",
+            protocol::content_digest(&Sha256::digest(b"xxxx").into()),
+        )
+        .body(b"efgh".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_error_pair(
+        (bad_digest.status(), json_of(bad_digest).await),
+        400,
+        "digest_mismatch",
+    );
+    let garbled = server
+        .client
+        .put(format!("{}{location}/slices/1", server.base))
+        .header("content-digest", "sha-256=nope")
+        .body(b"efgh".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_error_pair(
+        (garbled.status(), json_of(garbled).await),
+        400,
+        "invalid_digest_header",
+    );
+    // A re-send of a received slice with other bytes is refused by its digest and
+    // never overwrites what was acknowledged.
+    let (status, body) = server.put(&location, "0", b"ZZZZ".to_vec(), true).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // Nothing above was recorded.
+    let (_, body) = server.status(&location).await;
+    assert_eq!(body["received"], json!([[0, 1]]));
+    assert_error_pair(
+        server.complete(&location, json!({})).await,
+        409,
+        "missing_slices",
+    );
+    assert_error_pair(
+        server.complete(&location, json!({"sha256": "abc"})).await,
+        400,
+        "invalid_sha256",
+    );
+    server.put(&location, "1", b"efgh".to_vec(), true).await;
+    server.put(&location, "2", b"ij".to_vec(), true).await;
+    assert_error_pair(
+        server
+            .complete(&location, json!({"sha256": sha_hex(b"abcdefghiX")}))
+            .await,
+        400,
+        "digest_mismatch",
+    );
+    assert_error_pair(
+        server.complete(&location, json!({"size": 11})).await,
+        400,
+        "size_mismatch",
+    );
+    let (status, body) = server
+        .complete(&location, json!({"sha256": sha_hex(b"abcdefghij")}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(server.stored(&id), b"abcdefghij");
+    // Completing again is idempotent; sending more is refused.
+    assert_eq!(
+        server.complete(&location, json!({})).await.1["sha256"],
+        sha_hex(b"abcdefghij")
+    );
+    assert_error_pair(
+        server.put(&location, "1", b"efgh".to_vec(), false).await,
+        409,
+        "upload_complete",
+    );
+    assert_eq!(server.stored(&id), b"abcdefghij");
+
+    // Only server-chosen names exist under the data directory.
+    let names: Vec<String> = std::fs::read_dir(server.dir.path().join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with(&id)), "{names:?}");
+}
+
+trait DropLocation {
+    fn drop_location(self) -> (StatusCode, Value);
+}
+
+impl DropLocation for (StatusCode, Value, Option<String>) {
+    fn drop_location(self) -> (StatusCode, Value) {
+        (self.0, self.1)
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_off_mid_stream_is_not_recorded() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start().await;
+    let (_, _, location) = server
+        .create(json!({"chunkSize": 1024, "size": 2048}))
+        .await;
+    let location = location.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head =
+        format!("PUT {location}/slices/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&[7u8; 300]).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, body) = server.status(&location).await;
+    assert_eq!(body["received"], json!([]));
+    assert_eq!(body["bytesReceived"], 0);
+    assert_eq!(
+        server.put(&location, "0", vec![1u8; 1024], true).await.0,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn concurrent_puts_of_one_slice_keep_the_good_bytes() {
+    let server = Server::start().await;
+    let bytes = random_bytes(2 * MIB as usize, 3);
+    let (_, created, location) = server
+        .create(json!({"chunkSize": MIB, "size": bytes.len()}))
+        .await;
+    let location = location.unwrap();
+    let good = slice(&bytes, MIB as usize, 0);
+    let mut bad = good.clone();
+    bad[100] ^= 1;
+    let bad_digest = protocol::content_digest(&Sha256::digest(&good).into());
+    let bad_put = {
+        let request = server
+            .client
+            .put(format!("{}{location}/slices/0", server.base))
+            .header("content-digest", bad_digest);
+        async move { request.body(bad).send().await.unwrap().status() }
+    };
+    let (a, b, c, bad_status) = tokio::join!(
+        server.put(&location, "0", good.clone(), true),
+        server.put(&location, "0", good.clone(), true),
+        server.put(&location, "0", good.clone(), false),
+        bad_put,
+    );
+    assert_eq!([a.0, b.0, c.0], [StatusCode::NO_CONTENT; 3]);
+    assert!(bad_status == StatusCode::BAD_REQUEST, "{bad_status}");
+    server
+        .put(&location, "1", slice(&bytes, MIB as usize, 1), true)
+        .await;
+    assert_eq!(
+        server
+            .complete(&location, json!({"sha256": sha_hex(&bytes)}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(server.stored(created["id"].as_str().unwrap()), bytes);
+}
+
+#[tokio::test]
+async fn a_token_guards_every_upload_request() {
+    let server = Server::start_in(tempfile::tempdir().unwrap(), Some("s3cret"), limits()).await;
+    let (status, body, _) = server.create(json!({"chunkSize": 4})).await;
+    assert_error(status, &body, 401, "unauthorized");
+    let response = server
+        .client
+        .post(format!("{}/uploads", server.base))
+        .header("authorization", "Bearer wrong")
+        .body(json!({"chunkSize": 4}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let response = server
+        .client
+        .post(format!("{}/uploads", server.base))
+        .header("authorization", "Bearer s3cret")
+        .body(json!({"chunkSize": 4, "size": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert_error_pair(
+        server.put(&location, "0", b"a".to_vec(), false).await,
+        401,
+        "unauthorized",
+    );
+    assert_error_pair(server.status(&location).await, 401, "unauthorized");
+    let health = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_507_and_the_upload_resumes() {
+    let server = Server::start().await;
+    let bytes = random_bytes(8192, 11);
+    let (_, created, location) = server
+        .create(json!({"chunkSize": 4096, "size": 8192}))
+        .await;
+    let location = location.unwrap();
+    let data = server
+        .dir
+        .path()
+        .join("uploads")
+        .join(created["id"].as_str().unwrap())
+        .join("data");
+    let saved = data.with_extension("saved");
+    // Every write to /dev/full fails with ENOSPC, exactly as a full file system does.
+    std::fs::rename(&data, &saved).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &data).unwrap();
+    assert_error_pair(
+        server
+            .put(&location, "0", slice(&bytes, 4096, 0), true)
+            .await,
+        507,
+        "insufficient_storage",
+    );
+    let (_, body) = server.status(&location).await;
+    assert_eq!(body["received"], json!([]));
+    std::fs::remove_file(&data).unwrap();
+    std::fs::rename(&saved, &data).unwrap();
+    for i in ["1", "0"] {
+        let index: usize = i.parse().unwrap();
+        assert_eq!(
+            server
+                .put(&location, i, slice(&bytes, 4096, index), true)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(
+        server
+            .complete(&location, json!({"sha256": sha_hex(&bytes)}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_the_data() {
+    let server = Server::start().await;
+    let (_, created, location) = server.create(json!({"chunkSize": 4, "size": 8})).await;
+    let location = location.unwrap();
+    server.put(&location, "0", b"abcd".to_vec(), false).await;
+    let dir = server
+        .dir
+        .path()
+        .join("uploads")
+        .join(created["id"].as_str().unwrap());
+    assert!(dir.exists());
+    let response = server
+        .client
+        .delete(format!("{}{location}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(!dir.exists());
+    assert_error_pair(server.status(&location).await, 404, "upload_not_found");
+    assert_error_pair(
+        server.put(&location, "1", b"efgh".to_vec(), false).await,
+        404,
+        "upload_not_found",
+    );
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        expire_after: Duration::from_millis(200),
+        ..limits()
+    };
+    let store = Store::open(dir.path(), limits).unwrap();
+    let stale = store.create(4, Some(8), BTreeMap::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = store.create(4, Some(8), BTreeMap::new()).await.unwrap();
+    assert_eq!(store.expire().await, 1);
+    assert!(store.get(stale.id()).is_err());
+    assert!(store.get(fresh.id()).is_ok());
+    assert!(!dir.path().join("uploads").join(stale.id()).exists());
+}
+
+/// Slices whose offsets lie past 2^32 bytes, from a sparse source file.
+#[tokio::test]
+async fn uploads_across_the_4_gib_boundary() {
+    let server = Server::start().await;
+    let chunk = 64 * MIB;
+    let size = (4u64 << 30) + 3 * MIB + 5;
+    let mut source = tempfile::tempfile().unwrap();
+    source.set_len(size).unwrap();
+    // Mark bytes on both sides of 2^32 so that misplaced offsets change the digest.
+    for offset in [0, (4u64 << 30) - 3, (4u64 << 30) + 17, size - 1] {
+        source.seek(SeekFrom::Start(offset)).unwrap();
+        source
+            .write_all(&offset.to_le_bytes()[..1.max((size - offset).min(8) as usize)])
+            .unwrap();
+    }
+    let (_, created, location) = server
+        .create(json!({"chunkSize": chunk, "size": size}))
+        .await;
+    let location = location.unwrap();
+    let count = size.div_ceil(chunk);
+    assert!(count > (1 << 32) / chunk);
+    let mut file_hash = Sha256::new();
+    let mut buf = vec![0u8; chunk as usize];
+    source.seek(SeekFrom::Start(0)).unwrap();
+    for index in 0..count {
+        let len = chunk.min(size - index * chunk) as usize;
+        source.read_exact(&mut buf[..len]).unwrap();
+        file_hash.update(&buf[..len]);
+        let (status, body) = server
+            .put(&location, &index.to_string(), buf[..len].to_vec(), true)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "slice {index}: {body}");
+    }
+    let expected = protocol::hex(&file_hash.finalize());
+    let (status, body) = server
+        .complete(&location, json!({"sha256": expected}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["size"], size);
+    let stored = server
+        .dir
+        .path()
+        .join("files")
+        .join(created["id"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), size);
+    let mut file = std::fs::File::open(&stored).unwrap();
+    let mut marker = [0u8; 8];
+    file.seek(SeekFrom::Start((4u64 << 30) + 17)).unwrap();
+    file.read_exact(&mut marker).unwrap();
+    assert_eq!(marker, ((4u64 << 30) + 17).to_le_bytes());
+}
+
+/// Sends a request exactly as written, with an empty body.
+async fn raw_request(server: &Server, method: &str, path: &str) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (
+        StatusCode::from_u16(status).unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
