@@ -1,1 +1,307 @@
+//! chunkwise: upload huge files from the browser in fixed-size slices.
+//!
+//! This crate is the thin wasm facade: [`Upload`] parses options at the JS boundary,
+//! then runs [`chunkwise_core::engine::Engine`] with browser adapters — a Blob or
+//! ReadableStream source ([`source`]), the global `fetch` ([`fetch`]) and JS timers
+//! ([`runtime`]).
+#![deny(missing_docs)]
 
+pub mod digest;
+pub mod fetch;
+pub mod interop;
+pub mod runtime;
+pub mod source;
+
+use std::cell::{Cell, RefCell};
+use std::pin::pin;
+use std::rc::Rc;
+
+use chunkwise_core::engine::{Engine, ErrorCode, Events, SliceState, Transport as _, UploadError};
+use chunkwise_core::progress::Progress;
+use futures_util::future::{self, Either};
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use web_sys::AbortSignal;
+
+use crate::fetch::FetchTransport;
+use crate::interop::{Parsed, SourceValue};
+use crate::runtime::BrowserRuntime;
+use crate::source::{BlobSource, Source, StreamSource};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** What an upload reads: a File, a Blob, or any stream of bytes (length known or not). */
+export type UploadSource = Blob | ReadableStream<Uint8Array>;
+
+/** Options of `new Upload(source, options)`. Unknown keys throw a TypeError. */
+export interface UploadOptions {
+  /** URL of the server's `/uploads`, absolute or relative to the page. Required. */
+  endpoint: string;
+  /** Slice size in bytes. Default 8 MiB; 262144 (256 KiB) ..= 1073741824 (1 GiB). */
+  chunkSize?: number;
+  /** Most slice requests in flight at once. Default 4; 1 ..= 32. */
+  maxInFlight?: number;
+  /** Total bytes, only for a ReadableStream source of known length. */
+  size?: number;
+  /** String metadata sent when the upload is created. */
+  metadata?: Record<string, string>;
+  /** Extra headers on every request, e.g. Authorization. */
+  headers?: Record<string, string>;
+  /** "sha-256" (default): per-slice Content-Digest and a whole-file check; "none": no digest. */
+  digest?: "sha-256" | "none";
+  /** Retries per slice on network errors, 408, 429 and 5xx. Default 5; 0 ..= 100. */
+  retries?: number;
+  /** Called at most every 50 ms, and at least once per acknowledged slice. */
+  onProgress?: (progress: UploadProgress) => void;
+  /** Called when a slice changes state (for slice maps). */
+  onSlice?: (event: SliceEvent) => void;
+  /** Aborts the upload: in-flight requests are cancelled and the server upload deleted. */
+  signal?: AbortSignal;
+}
+
+/** Progress, counting only bytes the server acknowledged. */
+export interface UploadProgress {
+  bytesSent: number;
+  /** null while a stream of unknown length is still being read. */
+  bytesTotal: number | null;
+  slicesDone: number;
+  slicesTotal: number | null;
+  /** Slice requests outstanding now. */
+  inFlight: number;
+  /** Moving average over the last 5 s. */
+  bytesPerSecond: number;
+  /** null until a rate and a total are known. */
+  etaSeconds: number | null;
+}
+
+/** A slice changed state. */
+export interface SliceEvent {
+  index: number;
+  state: "reading" | "sending" | "retrying" | "done";
+  /** 1 for the first attempt. */
+  attempt: number;
+}
+
+/** What `start()` resolves with. */
+export interface UploadResult {
+  id: string;
+  /** Absolute URL of the upload on the server. */
+  location: string;
+  size: number;
+  slices: number;
+  /** SHA-256 the server computed over the bytes it stored (hex). */
+  sha256: string;
+  /** SHA-256 the browser computed while reading (hex), or null with digest "none". */
+  localSha256: string | null;
+  elapsedMs: number;
+}
+
+/** Why an upload failed. */
+export type UploadErrorCode =
+  | "network" | "http_status" | "digest_mismatch" | "aborted" | "source_read"
+  | "size_mismatch" | "stalled" | "protocol" | "invalid_state";
+
+/** The rejection of `start()`. */
+export interface UploadError extends Error {
+  name: "UploadError" | "AbortError";
+  code: UploadErrorCode;
+  /** The HTTP status, when the server answered. */
+  status?: number;
+}
+"#;
+
+/// An upload of one source to one server. Construct it, then `await upload.start()`.
+#[wasm_bindgen]
+pub struct Upload {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    source: RefCell<Option<SourceValue>>,
+    parsed: Parsed,
+    started: Cell<bool>,
+    location: Rc<RefCell<Option<String>>>,
+}
+
+#[wasm_bindgen]
+impl Upload {
+    /// Checks the source and options; throws `TypeError` or `RangeError` if they are wrong.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "UploadSource")] source: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "UploadOptions")] options: JsValue,
+    ) -> Result<Upload, JsValue> {
+        let source = interop::parse_source(&source)?;
+        let parsed = interop::parse_options(&options, &source)?;
+        Ok(Upload {
+            inner: Rc::new(Inner {
+                source: RefCell::new(Some(source)),
+                parsed,
+                started: Cell::new(false),
+                location: Rc::default(),
+            }),
+        })
+    }
+
+    /// The absolute URL of the upload on the server, once created (`undefined` before).
+    /// Keep it to resume or delete the upload later.
+    #[wasm_bindgen(getter)]
+    pub fn location(&self) -> Option<String> {
+        self.inner.location.borrow().clone()
+    }
+
+    /// Runs the upload. Resolves with an `UploadResult`; rejects with an `UploadError`
+    /// (or an `AbortError` when the signal aborted it). Call it once.
+    #[wasm_bindgen(unchecked_return_type = "Promise<UploadResult>")]
+    pub fn start(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move { inner.run().await })
+    }
+}
+
+/// Forwards engine events to the JS callbacks.
+struct JsEvents {
+    on_progress: Option<Function>,
+    on_slice: Option<Function>,
+    location: Rc<RefCell<Option<String>>>,
+}
+
+fn call(callback: &Function, argument: &JsValue) {
+    if let Err(error) = callback.call1(&JsValue::NULL, argument) {
+        // A throwing callback must not break the upload; show it where developers look.
+        web_sys::console::error_2(&"chunkwise: a callback threw".into(), &error);
+    }
+}
+
+impl Events for JsEvents {
+    fn created(&self, location: &str) {
+        *self.location.borrow_mut() = Some(location.to_string());
+    }
+
+    fn progress(&self, progress: &Progress) {
+        if let Some(callback) = &self.on_progress {
+            call(callback, &interop::progress_to_js(progress));
+        }
+    }
+
+    fn slice(&self, index: u64, state: SliceState, attempt: u32) {
+        if let Some(callback) = &self.on_slice {
+            call(
+                callback,
+                &interop::slice_event_to_js(index, state.as_str(), attempt),
+            );
+        }
+    }
+}
+
+fn aborted() -> UploadError {
+    UploadError {
+        code: ErrorCode::Aborted,
+        status: None,
+        message: "the upload was aborted".into(),
+    }
+}
+
+/// Resolves when `signal` aborts.
+fn abort_future(signal: Option<&AbortSignal>) -> impl std::future::Future<Output = ()> {
+    let promise = signal.map(|signal| {
+        Promise::new(&mut |resolve, _reject| {
+            let _ = signal.add_event_listener_with_callback("abort", &resolve);
+        })
+    });
+    async move {
+        match promise {
+            Some(promise) => drop(JsFuture::from(promise).await),
+            None => future::pending::<()>().await,
+        }
+    }
+}
+
+impl Inner {
+    async fn run(&self) -> Result<JsValue, JsValue> {
+        if self.started.replace(true) {
+            let error =
+                js_sys::Error::new("start() was already called on this Upload; create a new one");
+            error.set_name("UploadError");
+            let _ = js_sys::Reflect::set(&error, &"code".into(), &"invalid_state".into());
+            return Err(error.into());
+        }
+        let parsed = &self.parsed;
+        if parsed.signal.as_ref().is_some_and(AbortSignal::aborted) {
+            return Err(interop::error_to_js(&aborted()));
+        }
+        let started_ms = js_sys::Date::now();
+        let options = parsed.options.get();
+        let digest = options.digest == chunkwise_core::config::DigestAlgorithm::Sha256;
+        let source = match self.source.borrow_mut().take() {
+            Some(SourceValue::Blob(blob)) => {
+                Source::Blob(BlobSource::new(blob, options.chunk_size_bytes, digest))
+            }
+            Some(SourceValue::Stream(stream)) => {
+                let source = StreamSource::new(
+                    &stream,
+                    options.size_bytes,
+                    options.chunk_size_bytes,
+                    digest,
+                )
+                .map_err(|e| {
+                    interop::error_to_js(&UploadError {
+                        code: ErrorCode::SourceRead,
+                        status: None,
+                        message: format!(
+                            "the stream cannot be read: {}",
+                            interop::describe_js_error(&e)
+                        ),
+                    })
+                })?;
+                Source::Stream(source)
+            }
+            None => {
+                return Err(interop::error_to_js(&UploadError::protocol(
+                    "the source is gone",
+                )))
+            }
+        };
+        let transport = FetchTransport::new(parsed.endpoint.clone(), parsed.headers.clone());
+        let events = JsEvents {
+            on_progress: parsed.on_progress.clone(),
+            on_slice: parsed.on_slice.clone(),
+            location: self.location.clone(),
+        };
+        let runtime = BrowserRuntime;
+        let engine = Engine {
+            options: &parsed.options,
+            source,
+            transport: &transport,
+            runtime: &runtime,
+            events: &events,
+        };
+        let metadata = Some(parsed.metadata.clone());
+        let outcome = {
+            let run = pin!(engine.run(metadata));
+            let abort = pin!(abort_future(parsed.signal.as_ref()));
+            match future::select(run, abort).await {
+                Either::Left((outcome, _)) => outcome,
+                // Dropping the engine here aborts every request it had in flight.
+                Either::Right(((), _)) => Err(aborted()),
+            }
+        };
+        match outcome {
+            Ok(outcome) => Ok(interop::outcome_to_js(
+                &outcome,
+                js_sys::Date::now() - started_ms,
+            )),
+            Err(error) => {
+                if error.code == ErrorCode::Aborted {
+                    let location = events.location.borrow().clone();
+                    if let Some(location) = location {
+                        // Best effort: an unreachable server expires the upload later.
+                        let _ = transport.delete(&location).await;
+                    }
+                }
+                Err(interop::error_to_js(&error))
+            }
+        }
+    }
+}

@@ -17,7 +17,7 @@ use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt as _, BufWriter};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
@@ -51,6 +51,8 @@ pub struct Site {
     pub pkg: Option<PathBuf>,
     /// Origins allowed through CORS; `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// Test-only fault injection (see [`crate::faults`]).
+    pub faults: Option<crate::faults::Faults>,
 }
 
 /// Builds the router: the API under `/uploads`, `/healthz`, and the static files.
@@ -63,6 +65,15 @@ pub fn app(state: AppState, site: &Site) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
+    let api = match &site.faults {
+        Some(faults) => api
+            .layer(middleware::from_fn_with_state(
+                faults.clone(),
+                crate::faults::Faults::apply,
+            ))
+            .merge(faults.routes()),
+        None => api,
+    };
 
     let mut router = Router::new()
         .route(
@@ -102,11 +113,8 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::HeaderName::from_static(protocol::CONTENT_DIGEST),
-            ])
+            // Mirrored, so that the `headers` option can carry any header a deployment needs.
+            .allow_headers(AllowHeaders::mirror_request())
             .expose_headers([header::LOCATION, header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
     )

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod error;
+pub mod faults;
 pub mod store;
 
 pub use app::{app, AppState, Site};

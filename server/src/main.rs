@@ -43,6 +43,9 @@ struct Cli {
     /// The wasm package's folder, served at `/pkg/`.
     #[arg(long, env = "CHUNKWISE_PKG")]
     pkg: Option<PathBuf>,
+    /// Test only: honour fault-injection rules (`/_test/faults/{key}`). Never in production.
+    #[arg(long, hide = true)]
+    enable_fault_injection: bool,
 }
 
 #[tokio::main]
@@ -78,10 +81,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("cannot open --data-dir {}: {e}", cli.data_dir.display()))?,
     );
     let token = cli.token.filter(|t| !t.is_empty()).map(Arc::from);
+    let faults = cli
+        .enable_fault_injection
+        .then(chunkwise_server::faults::Faults::default);
+    if faults.is_some() {
+        tracing::warn!("fault injection is enabled: this server is for tests only");
+    }
     let site = Site {
         www: cli.www,
         pkg: cli.pkg,
         allowed_origins: cli.allowed_origins,
+        faults,
     };
     let router = app(
         AppState {

@@ -1,0 +1,185 @@
+//! Test-only fault injection, enabled by `--enable-fault-injection` and never by default.
+//!
+//! Requests carrying `x-chunkwise-fault-key: K` are matched against the rules posted to
+//! `POST /_test/faults/K`; `GET /_test/faults/K` tells how many slice PUTs with that key
+//! the server saw and how many were in flight at most. Keys keep concurrent tests apart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The header naming a fault key.
+pub const FAULT_KEY_HEADER: &str = "x-chunkwise-fault-key";
+
+/// One rule: what to do to matching slice PUTs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Only this slice index; any slice when absent.
+    #[serde(default)]
+    pub slice: Option<u64>,
+    /// Answer with this status instead of handling the request.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// How many matching requests the rule applies to.
+    #[serde(default = "one")]
+    pub times: u32,
+    /// Wait this long before handling (or failing) the request.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What the server saw for one key.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Slice PUTs received.
+    pub puts: u64,
+    /// Slice PUTs in flight now.
+    pub in_flight: u64,
+    /// The most slice PUTs in flight at once.
+    pub max_in_flight: u64,
+    /// Faults injected.
+    pub injected: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    rules: Vec<Rule>,
+    stats: Stats,
+}
+
+/// The registry of rules and statistics.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+struct InFlight {
+    faults: Faults,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut entries = self
+            .faults
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(&self.key) {
+            entry.stats.in_flight -= 1;
+        }
+    }
+}
+
+fn slice_index(path: &str) -> Option<u64> {
+    let rest = path.strip_prefix("/uploads/")?;
+    let (_, index) = rest.split_once("/slices/")?;
+    index.parse().ok()
+}
+
+impl Faults {
+    /// Routes to set rules and read statistics.
+    pub fn routes(&self) -> Router {
+        Router::new()
+            .route("/_test/faults/{key}", post(set_rules).get(stats))
+            .with_state(self.clone())
+    }
+
+    /// The middleware applying the rules.
+    pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -> Response {
+        let key = request
+            .headers()
+            .get(FAULT_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let index = slice_index(request.uri().path());
+        let (Some(key), Some(index), true) = (key, index, request.method() == Method::PUT) else {
+            return next.run(request).await;
+        };
+        let rule = {
+            let mut entries = faults.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = entries.entry(key.clone()).or_default();
+            entry.stats.puts += 1;
+            entry.stats.in_flight += 1;
+            entry.stats.max_in_flight = entry.stats.max_in_flight.max(entry.stats.in_flight);
+            let rule = entry
+                .rules
+                .iter_mut()
+                .find(|r| r.times > 0 && r.slice.is_none_or(|s| s == index));
+            rule.map(|r| {
+                r.times -= 1;
+                r.clone()
+            })
+        };
+        let _in_flight = InFlight {
+            faults: faults.clone(),
+            key: key.clone(),
+        };
+        if let Some(rule) = rule {
+            if rule.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(rule.delay_ms)).await;
+            }
+            if let Some(status) = rule.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+                let mut entries = faults.entries.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(entry) = entries.get_mut(&key) {
+                    entry.stats.injected += 1;
+                }
+                return ApiError::new(
+                    status,
+                    "injected_fault",
+                    format!("fault injected on slice {index}"),
+                )
+                .into_response();
+            }
+        }
+        next.run(request).await
+    }
+}
+
+async fn set_rules(
+    State(faults): State<Faults>,
+    Path(key): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let rules: Vec<Rule> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let mut entries = faults.entries.lock().unwrap_or_else(|e| e.into_inner());
+    entries.insert(
+        key,
+        Entry {
+            rules,
+            stats: Stats::default(),
+        },
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stats(State(faults): State<Faults>, Path(key): Path<String>) -> Json<Stats> {
+    let entries = faults.entries.lock().unwrap_or_else(|e| e.into_inner());
+    Json(
+        entries
+            .get(&key)
+            .map(|e| e.stats.clone())
+            .unwrap_or_default(),
+    )
+}

@@ -1,0 +1,394 @@
+//! Every conversion between JS values and Rust: options in, progress, results and
+//! errors out. Wrong types become `TypeError`s and out-of-range values `RangeError`s here,
+//! at the boundary, and nowhere else.
+
+use std::collections::BTreeMap;
+
+use chunkwise_core::config::{ConfigError, DigestAlgorithm, Options, Valid, MAX_SAFE_SIZE_BYTES};
+use chunkwise_core::engine::{Outcome, UploadError};
+use chunkwise_core::progress::Progress;
+use js_sys::{Array, Function, Object, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{AbortSignal, Blob, ReadableStream, Url};
+
+/// The option names `new Upload()` knows.
+const KNOWN_OPTIONS: &[&str] = &[
+    "endpoint",
+    "chunkSize",
+    "maxInFlight",
+    "size",
+    "metadata",
+    "headers",
+    "digest",
+    "retries",
+    "onProgress",
+    "onSlice",
+    "signal",
+];
+
+/// What the user gave, before any upload starts.
+pub struct Parsed {
+    /// Validated numeric options.
+    pub options: Valid,
+    /// Absolute endpoint URL.
+    pub endpoint: String,
+    /// Metadata sent on creation.
+    pub metadata: BTreeMap<String, String>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Progress callback.
+    pub on_progress: Option<Function>,
+    /// Per-slice state callback.
+    pub on_slice: Option<Function>,
+    /// Abort signal.
+    pub signal: Option<AbortSignal>,
+}
+
+/// The source, checked.
+pub enum SourceValue {
+    /// A Blob or File.
+    Blob(Blob),
+    /// A ReadableStream.
+    Stream(ReadableStream),
+}
+
+fn type_error(message: String) -> JsValue {
+    js_sys::TypeError::new(&message).into()
+}
+
+fn range_error(message: String) -> JsValue {
+    js_sys::RangeError::new(&message).into()
+}
+
+impl From<ConfigError> for RangeErrorValue {
+    fn from(error: ConfigError) -> Self {
+        RangeErrorValue(range_error(error.to_string()))
+    }
+}
+
+/// A `RangeError` ready to throw.
+pub struct RangeErrorValue(pub JsValue);
+
+/// A readable description of any thrown JS value, `Error` or not.
+pub fn describe_js_error(value: &JsValue) -> String {
+    if let Some(error) = value.dyn_ref::<js_sys::Error>() {
+        let name = String::from(error.name());
+        let message = String::from(error.message());
+        return if message.is_empty() {
+            name
+        } else {
+            format!("{name}: {message}")
+        };
+    }
+    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// Checks the source: a Blob (File included) or an unlocked ReadableStream.
+pub fn parse_source(source: &JsValue) -> Result<SourceValue, JsValue> {
+    if let Some(blob) = source.dyn_ref::<Blob>() {
+        return Ok(SourceValue::Blob(blob.clone()));
+    }
+    if let Some(stream) = source.dyn_ref::<ReadableStream>() {
+        if stream.locked() {
+            return Err(type_error(
+                "source is a ReadableStream that is already locked to a reader".into(),
+            ));
+        }
+        return Ok(SourceValue::Stream(stream.clone()));
+    }
+    Err(type_error(format!(
+        "source must be a File, a Blob or a ReadableStream<Uint8Array>; got {}",
+        type_name(source)
+    )))
+}
+
+fn type_name(value: &JsValue) -> String {
+    if value.is_null() {
+        return "null".into();
+    }
+    if value.is_array() {
+        return "an array".into();
+    }
+    let kind = value.js_typeof().as_string().unwrap_or_default();
+    if kind == "object" {
+        if let Some(name) = Reflect::get(value, &"constructor".into())
+            .ok()
+            .and_then(|c| Reflect::get(&c, &"name".into()).ok())
+            .and_then(|n| n.as_string())
+        {
+            return format!("a {name}");
+        }
+    }
+    kind
+}
+
+fn get(options: &JsValue, name: &str) -> JsValue {
+    Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// An integer option: `TypeError` if not a number, `RangeError` if not a safe integer.
+fn integer(options: &JsValue, name: &'static str, allowed: &str) -> Result<Option<u64>, JsValue> {
+    let value = get(options, name);
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    let Some(number) = value.as_f64() else {
+        return Err(type_error(format!(
+            "{name} must be a number ({allowed}); got {}",
+            type_name(&value)
+        )));
+    };
+    if !number.is_finite()
+        || number.fract() != 0.0
+        || number < 0.0
+        || number > MAX_SAFE_SIZE_BYTES as f64
+    {
+        return Err(range_error(format!(
+            "{name} must be {allowed}; got {number}"
+        )));
+    }
+    Ok(Some(number as u64))
+}
+
+fn string_map(options: &JsValue, name: &'static str) -> Result<Vec<(String, String)>, JsValue> {
+    let value = get(options, name);
+    if value.is_undefined() {
+        return Ok(Vec::new());
+    }
+    if !value.is_object() || value.is_array() || value.is_function() {
+        return Err(type_error(format!(
+            "{name} must be an object of string values; got {}",
+            type_name(&value)
+        )));
+    }
+    let mut out = Vec::new();
+    for entry in Object::entries(value.unchecked_ref::<Object>()).iter() {
+        let pair: Array = entry.unchecked_into();
+        let key = pair.get(0).as_string().unwrap_or_default();
+        let Some(text) = pair.get(1).as_string() else {
+            return Err(type_error(format!(
+                "{name}.{key} must be a string; got {}",
+                type_name(&pair.get(1))
+            )));
+        };
+        out.push((key, text));
+    }
+    Ok(out)
+}
+
+fn function(options: &JsValue, name: &'static str) -> Result<Option<Function>, JsValue> {
+    let value = get(options, name);
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    value
+        .dyn_into::<Function>()
+        .map(Some)
+        .map_err(|v| type_error(format!("{name} must be a function; got {}", type_name(&v))))
+}
+
+/// The page (or worker script) URL that relative endpoints resolve against.
+fn base_url() -> Option<String> {
+    let location = Reflect::get(&js_sys::global(), &"location".into()).ok()?;
+    Reflect::get(&location, &"href".into()).ok()?.as_string()
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses and validates the options object, given the source's kind.
+pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, JsValue> {
+    if !options.is_object() || options.is_function() || options.is_array() {
+        return Err(type_error(format!(
+            "options must be an object with at least an endpoint, e.g. {{ endpoint: \"/uploads\" }}; got {}",
+            type_name(options)
+        )));
+    }
+    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !KNOWN_OPTIONS.contains(&key.as_str()) {
+            return Err(type_error(format!(
+                "unknown option {key:?}; the options are {}",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
+    }
+
+    let endpoint = get(options, "endpoint");
+    let Some(endpoint) = endpoint.as_string().filter(|e| !e.trim().is_empty()) else {
+        return Err(type_error(format!(
+            "endpoint must be a non-empty string, the URL of the server's /uploads (absolute or relative to the page); got {}",
+            type_name(&endpoint)
+        )));
+    };
+    let resolved = match base_url() {
+        Some(base) => Url::new_with_base(&endpoint, &base),
+        None => Url::new(&endpoint),
+    }
+    .map_err(|_| type_error(format!("endpoint {endpoint:?} is not a valid URL")))?;
+    if !matches!(resolved.protocol().as_str(), "http:" | "https:") {
+        return Err(type_error(format!(
+            "endpoint must be an http: or https: URL; got {endpoint:?}"
+        )));
+    }
+
+    let defaults = Options::default();
+    let chunk_allowed = "an integer number of bytes from 262144 (256 KiB) to 1073741824 (1 GiB)";
+    let chunk_size_bytes =
+        integer(options, "chunkSize", chunk_allowed)?.unwrap_or(defaults.chunk_size_bytes);
+    let max_in_flight = integer(options, "maxInFlight", "an integer from 1 to 32")?
+        .map_or(Ok(defaults.max_in_flight), |v| {
+            u32::try_from(v).or(Ok::<u32, JsValue>(u32::MAX))
+        })?;
+    let retries = integer(options, "retries", "an integer from 0 to 100")?
+        .map_or(Ok(defaults.retries), |v| {
+            u32::try_from(v).or(Ok::<u32, JsValue>(u32::MAX))
+        })?;
+    let size = integer(options, "size", "an integer number of bytes")?;
+    let size_bytes = match source {
+        SourceValue::Blob(blob) => {
+            if let Some(size) = size.filter(|&s| s as f64 != blob.size()) {
+                return Err(range_error(format!(
+                    "size is only for a ReadableStream source; this Blob has {} bytes, not {size}",
+                    blob.size()
+                )));
+            }
+            None
+        }
+        SourceValue::Stream(_) => size,
+    };
+    let digest = match get(options, "digest") {
+        v if v.is_undefined() => DigestAlgorithm::Sha256,
+        v => match v.as_string().as_deref() {
+            Some("sha-256") => DigestAlgorithm::Sha256,
+            Some("none") => DigestAlgorithm::None,
+            Some(other) => {
+                return Err(range_error(format!(
+                    "digest must be \"sha-256\" or \"none\"; got {other:?}"
+                )))
+            }
+            None => {
+                return Err(type_error(format!(
+                    "digest must be the string \"sha-256\" or \"none\"; got {}",
+                    type_name(&v)
+                )))
+            }
+        },
+    };
+    let options_valid = Options {
+        chunk_size_bytes,
+        max_in_flight,
+        size_bytes,
+        digest,
+        retries,
+    }
+    .validate()
+    .map_err(|e| RangeErrorValue::from(e).0)?;
+
+    let metadata: BTreeMap<String, String> = string_map(options, "metadata")?.into_iter().collect();
+    let headers = string_map(options, "headers")?;
+    for (name, _) in &headers {
+        if !is_header_name(name) {
+            return Err(type_error(format!(
+                "headers.{name} is not a valid HTTP header name"
+            )));
+        }
+    }
+    let signal = match get(options, "signal") {
+        v if v.is_undefined() => None,
+        v => Some(v.dyn_into::<AbortSignal>().map_err(|v| {
+            type_error(format!(
+                "signal must be an AbortSignal (from an AbortController); got {}",
+                type_name(&v)
+            ))
+        })?),
+    };
+    Ok(Parsed {
+        options: options_valid,
+        endpoint: resolved.href(),
+        metadata,
+        headers,
+        on_progress: function(options, "onProgress")?,
+        on_slice: function(options, "onSlice")?,
+        signal,
+    })
+}
+
+fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(target, &key.into(), &value.into());
+}
+
+fn number_or_null(value: Option<f64>) -> JsValue {
+    value.map_or(JsValue::NULL, JsValue::from_f64)
+}
+
+/// The object handed to `onProgress`.
+pub fn progress_to_js(progress: &Progress) -> JsValue {
+    let object = Object::new();
+    set(&object, "bytesSent", progress.bytes_sent as f64);
+    set(
+        &object,
+        "bytesTotal",
+        number_or_null(progress.bytes_total.map(|v| v as f64)),
+    );
+    set(&object, "slicesDone", progress.slices_done as f64);
+    set(
+        &object,
+        "slicesTotal",
+        number_or_null(progress.slices_total.map(|v| v as f64)),
+    );
+    set(&object, "inFlight", progress.in_flight);
+    set(&object, "bytesPerSecond", progress.bytes_per_second);
+    set(&object, "etaSeconds", number_or_null(progress.eta_seconds));
+    object.into()
+}
+
+/// The object handed to `onSlice`.
+pub fn slice_event_to_js(index: u64, state: &str, attempt: u32) -> JsValue {
+    let object = Object::new();
+    set(&object, "index", index as f64);
+    set(&object, "state", state);
+    set(&object, "attempt", attempt);
+    object.into()
+}
+
+/// The value `start()` resolves with.
+pub fn outcome_to_js(outcome: &Outcome, elapsed_ms: f64) -> JsValue {
+    let object = Object::new();
+    set(&object, "id", outcome.id.as_str());
+    set(&object, "location", outcome.location.as_str());
+    set(&object, "size", outcome.size_bytes as f64);
+    set(&object, "slices", outcome.slices as f64);
+    set(&object, "sha256", outcome.sha256.as_str());
+    set(
+        &object,
+        "localSha256",
+        outcome
+            .local_sha256
+            .as_deref()
+            .map_or(JsValue::NULL, JsValue::from_str),
+    );
+    set(&object, "elapsedMs", elapsed_ms);
+    object.into()
+}
+
+/// An `Error` named `UploadError` (or `AbortError`) with `code` and, when known, `status`.
+pub fn error_to_js(error: &UploadError) -> JsValue {
+    let js = js_sys::Error::new(&error.message);
+    let name = if error.code == chunkwise_core::engine::ErrorCode::Aborted {
+        "AbortError"
+    } else {
+        "UploadError"
+    };
+    js.set_name(name);
+    set(&js, "code", error.code.as_str());
+    if let Some(status) = error.status {
+        set(&js, "status", status);
+    }
+    js.into()
+}

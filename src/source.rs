@@ -1,0 +1,335 @@
+//! Slice sources over a `Blob` and over any `ReadableStream`.
+//!
+//! A Blob slice travels as the `blob.slice()` itself: fetch streams it from disk in the
+//! network stack, so its bytes never enter JS or wasm memory. It is read through
+//! `blob.slice(start, end).stream()` only when a digest needs to see the bytes, which also
+//! avoids Safari's failure on `stream()` of files over 4 GiB, and a retry simply sends the
+//! same Blob slice again.
+//!
+//! A generic `ReadableStream` can be read only once, so it is re-chunked into exact slices
+//! in a small pool of reused `Uint8Array`s (never in wasm memory), each held until the
+//! server acknowledged its slice. The browser's own chunk sizes vary (64 KiB to 2 MiB in
+//! Chromium) and are never assumed.
+
+use std::rc::Rc;
+
+use chunkwise_core::engine::{Read, SliceData, SliceSource, SourceError};
+use js_sys::{Reflect, Uint8Array};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, ReadableStream, ReadableStreamDefaultReader};
+
+use crate::digest;
+use crate::interop::describe_js_error;
+
+/// A slice body: a Blob slice or a view of a pooled buffer.
+///
+/// The lease keeps a pooled buffer from being reused while any copy of the body exists.
+#[derive(Clone, Debug)]
+pub struct Body {
+    /// What `fetch` sends.
+    pub value: JsValue,
+    _lease: Option<Rc<()>>,
+}
+
+/// Reads a stream to its end chunk by chunk, releasing the lock when dropped.
+pub struct StreamReader {
+    reader: ReadableStreamDefaultReader,
+    done: bool,
+}
+
+impl StreamReader {
+    /// Locks `stream` for reading.
+    pub fn new(stream: &ReadableStream) -> Result<Self, JsValue> {
+        let reader = stream
+            .get_reader()
+            .dyn_into::<ReadableStreamDefaultReader>()?;
+        Ok(Self {
+            reader,
+            done: false,
+        })
+    }
+
+    /// The next chunk, or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Uint8Array>, SourceError> {
+        if self.done {
+            return Ok(None);
+        }
+        let result = JsFuture::from(self.reader.read())
+            .await
+            .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
+        let done = Reflect::get(&result, &"done".into())
+            .map(|d| d.is_truthy())
+            .unwrap_or(true);
+        if done {
+            self.done = true;
+            return Ok(None);
+        }
+        let value = Reflect::get(&result, &"value".into()).unwrap_or(JsValue::UNDEFINED);
+        value.dyn_into::<Uint8Array>().map(Some).map_err(|_| {
+            SourceError::Read("the stream gave a chunk that is not a Uint8Array".into())
+        })
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        if !self.done {
+            // Stop the underlying source too: nobody will read the rest.
+            let _ = self.reader.cancel();
+        }
+        self.reader.release_lock();
+    }
+}
+
+fn file_hasher(digest: bool) -> Option<Sha256> {
+    digest.then(Sha256::new)
+}
+
+/// Slices of a Blob or File.
+pub struct BlobSource {
+    blob: Blob,
+    size_bytes: u64,
+    chunk_size_bytes: u64,
+    next_index: u64,
+    file_hash: Option<Sha256>,
+}
+
+impl BlobSource {
+    /// Slices `blob` into `chunk_size_bytes`, hashing when `digest` is set.
+    pub fn new(blob: Blob, chunk_size_bytes: u64, digest: bool) -> Self {
+        let size_bytes = blob.size() as u64;
+        Self {
+            blob,
+            size_bytes,
+            chunk_size_bytes,
+            next_index: 0,
+            file_hash: file_hasher(digest),
+        }
+    }
+}
+
+impl SliceSource for BlobSource {
+    type Body = Body;
+
+    fn size_bytes(&self) -> Option<u64> {
+        Some(self.size_bytes)
+    }
+
+    async fn next(&mut self) -> Result<Read<Body>, SourceError> {
+        let start = self.next_index * self.chunk_size_bytes;
+        if start >= self.size_bytes {
+            return Ok(Read::End {
+                size_bytes: self.size_bytes,
+                sha256: self.file_hash.take().map(|h| h.finalize().into()),
+            });
+        }
+        let end = (start + self.chunk_size_bytes).min(self.size_bytes);
+        let slice = self
+            .blob
+            .slice_with_f64_and_f64(start as f64, end as f64)
+            .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
+        let sha256 = match self.file_hash.as_mut() {
+            Some(file_hash) => {
+                let mut slice_hash = Sha256::new();
+                let mut reader = StreamReader::new(&slice.stream())
+                    .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
+                let mut read = 0u64;
+                while let Some(chunk) = reader.next_chunk().await? {
+                    read += u64::from(chunk.length());
+                    digest::update(&mut [&mut slice_hash, file_hash], &chunk);
+                }
+                if read != end - start {
+                    return Err(SourceError::Read(format!(
+                        "slice {} gave {read} bytes instead of {}; was the file changed while uploading?",
+                        self.next_index,
+                        end - start
+                    )));
+                }
+                Some(slice_hash.finalize().into())
+            }
+            None => None,
+        };
+        let index = self.next_index;
+        self.next_index += 1;
+        Ok(Read::Slice(SliceData {
+            index,
+            len: end - start,
+            body: Body {
+                value: slice.into(),
+                _lease: None,
+            },
+            sha256,
+        }))
+    }
+}
+
+/// Exact slices re-chunked from a `ReadableStream<Uint8Array>`.
+pub struct StreamSource {
+    reader: StreamReader,
+    expected_size_bytes: Option<u64>,
+    chunk_size_bytes: u64,
+    next_index: u64,
+    read_bytes: u64,
+    /// The unread tail of the last chunk the stream gave.
+    leftover: Option<(Uint8Array, u32)>,
+    pool: Vec<(Uint8Array, Rc<()>)>,
+    file_hash: Option<Sha256>,
+    slice_hashing: bool,
+}
+
+impl StreamSource {
+    /// Reads `stream` (already checked to be unlocked) into slices of `chunk_size_bytes`.
+    pub fn new(
+        stream: &ReadableStream,
+        expected_size_bytes: Option<u64>,
+        chunk_size_bytes: u64,
+        digest: bool,
+    ) -> Result<Self, JsValue> {
+        Ok(Self {
+            reader: StreamReader::new(stream)?,
+            expected_size_bytes,
+            chunk_size_bytes,
+            next_index: 0,
+            read_bytes: 0,
+            leftover: None,
+            pool: Vec::new(),
+            file_hash: file_hasher(digest),
+            slice_hashing: digest,
+        })
+    }
+
+    /// A buffer no live slice body refers to, or a new one.
+    fn free_buffer(&mut self) -> (Uint8Array, Rc<()>) {
+        if let Some((buffer, lease)) = self
+            .pool
+            .iter()
+            .find(|(_, lease)| Rc::strong_count(lease) == 1)
+        {
+            return (buffer.clone(), lease.clone());
+        }
+        let entry = (
+            Uint8Array::new_with_length(self.chunk_size_bytes as u32),
+            Rc::new(()),
+        );
+        self.pool.push(entry.clone());
+        entry
+    }
+
+    fn check_not_longer(&self) -> Result<(), SourceError> {
+        match self.expected_size_bytes {
+            Some(expected) if self.read_bytes > expected => Err(SourceError::SizeMismatch {
+                expected,
+                actual: self.read_bytes,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SliceSource for StreamSource {
+    type Body = Body;
+
+    fn size_bytes(&self) -> Option<u64> {
+        self.expected_size_bytes
+    }
+
+    async fn next(&mut self) -> Result<Read<Body>, SourceError> {
+        let capacity = self.chunk_size_bytes as u32;
+        // Taken only once there are bytes, so the end of the stream costs no buffer.
+        let mut target: Option<(Uint8Array, Rc<()>)> = None;
+        let mut filled = 0u32;
+        let mut slice_hash = self.slice_hashing.then(Sha256::new);
+        while filled < capacity {
+            let (chunk, offset) = match self.leftover.take() {
+                Some(rest) => rest,
+                None => match self.reader.next_chunk().await? {
+                    Some(chunk) => (chunk, 0),
+                    None => {
+                        if let Some(expected) =
+                            self.expected_size_bytes.filter(|&e| e != self.read_bytes)
+                        {
+                            return Err(SourceError::SizeMismatch {
+                                expected,
+                                actual: self.read_bytes,
+                            });
+                        }
+                        break;
+                    }
+                },
+            };
+            let available = chunk.length() - offset;
+            if available == 0 {
+                continue;
+            }
+            if target.is_none() {
+                target = Some(self.free_buffer());
+            }
+            let n = available.min(capacity - filled);
+            let part = chunk.subarray(offset, offset + n);
+            if let Some((buffer, _)) = &target {
+                buffer.set(&part, filled);
+            }
+            let mut hashers: Vec<&mut Sha256> = slice_hash
+                .iter_mut()
+                .chain(self.file_hash.iter_mut())
+                .collect();
+            digest::update(&mut hashers, &part);
+            filled += n;
+            self.read_bytes += u64::from(n);
+            self.check_not_longer()?;
+            if n < available {
+                self.leftover = Some((chunk, offset + n));
+            }
+        }
+        let Some((buffer, lease)) = target else {
+            return Ok(Read::End {
+                size_bytes: self.read_bytes,
+                sha256: self.file_hash.take().map(|h| h.finalize().into()),
+            });
+        };
+        let value = if filled == capacity {
+            buffer
+        } else {
+            buffer.subarray(0, filled)
+        };
+        let index = self.next_index;
+        self.next_index += 1;
+        Ok(Read::Slice(SliceData {
+            index,
+            len: u64::from(filled),
+            body: Body {
+                value: value.into(),
+                _lease: Some(lease),
+            },
+            sha256: slice_hash.map(|h| h.finalize().into()),
+        }))
+    }
+}
+
+/// Either source, chosen at run time.
+pub enum Source {
+    /// A Blob or File.
+    Blob(BlobSource),
+    /// A ReadableStream.
+    Stream(StreamSource),
+}
+
+impl SliceSource for Source {
+    type Body = Body;
+
+    fn size_bytes(&self) -> Option<u64> {
+        match self {
+            Source::Blob(s) => s.size_bytes(),
+            Source::Stream(s) => s.size_bytes(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Read<Body>, SourceError> {
+        match self {
+            Source::Blob(s) => s.next().await,
+            Source::Stream(s) => s.next().await,
+        }
+    }
+}
