@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if faults.is_some() {
         tracing::warn!("fault injection is enabled: this server is for tests only");
     }
+    let site_has_www = cli.www.is_some();
     let site = Site {
         www: cli.www,
         pkg: cli.pkg,
@@ -117,6 +118,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     // Printed on stdout, alone on its line, so scripts and tests can find the port.
     println!("chunkwise-server listening on http://{addr}");
+    if site_has_www {
+        println!("demo page: http://{addr}/");
+    }
     tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())

@@ -1,0 +1,79 @@
+// Shared by the end-to-end tests: the real server binary, real Chromium, real files.
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, mkdtempSync, openSync, writeSync, closeSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const ARTIFACTS = join(ROOT, "target/e2e");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+/** Starts target/release/chunkwise-server on a free loopback port with a fresh data dir. */
+export async function startServer(extraArgs = []) {
+  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-"));
+  const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
+    "--listen", "127.0.0.1:0", "--data-dir", dataDir,
+    "--www", join(ROOT, "www"), "--pkg", join(ROOT, "pkg"), ...extraArgs,
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  const lines = createInterface({ input: proc.stdout });
+  const url = await new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`chunkwise-server exited with ${code}`)));
+    lines.on("line", (line) => {
+      const match = line.match(/listening on (http:\/\/\S+)/);
+      if (match) ok(match[1]);
+    });
+  });
+  return {
+    url,
+    dataDir,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      proc.kill("SIGTERM");
+      await new Promise((ok) => proc.once("exit", ok));
+    },
+  };
+}
+
+/** Debian's Chromium, headless, with the flags this closed network needs. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+}
+
+/** Writes `size` random bytes to a new file and returns its path and SHA-256. */
+export function randomFile(size, name = "random.bin") {
+  const dir = mkdtempSync(join(tmpdir(), "chunkwise-src-"));
+  const path = join(dir, name);
+  const hash = createHash("sha256");
+  const fd = openSync(path, "w");
+  for (let left = size; left > 0;) {
+    const part = randomBytes(Math.min(left, 4 << 20));
+    hash.update(part);
+    writeSync(fd, part);
+    left -= part.length;
+  }
+  closeSync(fd);
+  return { path, sha256: hash.digest("hex") };
+}
+
+/** SHA-256 of a file on disk, streamed. */
+export function sha256File(path) {
+  return new Promise((ok, fail) => {
+    const hash = createHash("sha256");
+    createReadStream(path).on("data", (d) => hash.update(d)).on("error", fail).on("end", () => ok(hash.digest("hex")));
+  });
+}
+
+/** Records console errors and uncaught exceptions of a page. */
+export function watchErrors(page) {
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  return errors;
+}

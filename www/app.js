@@ -1,0 +1,214 @@
+// The chunkwise demo: pick a file, upload it, watch slices, speed and memory.
+import init, { Upload } from "./pkg/chunkwise.js";
+
+const $ = (id) => document.getElementById(id);
+const MAX_CELLS = 1024;
+const STATES = ["pending", "reading", "sending", "retrying", "done"];
+const STATE_INDEX = Object.fromEntries(STATES.map((s, i) => [s, i]));
+const ERROR_WORDS = {
+  network: "The server could not be reached, even after retrying.",
+  http_status: "The server refused the upload.",
+  digest_mismatch: "The bytes the server stored differ from the file: the digests do not match.",
+  aborted: "Cancelled. The partial upload was deleted on the server.",
+  source_read: "The file could not be read. Was it moved or changed while uploading?",
+  size_mismatch: "The file's length changed while it was being read.",
+  stalled: "The server stopped answering.",
+  protocol: "The server's answer was not what chunkwise expects.",
+  invalid_state: "This upload was already started.",
+};
+
+let wasm;
+let file = null;
+let controller = null;
+let map = null;
+let peakInFlight = 0;
+const sending = new Set();
+
+function formatBytes(n) {
+  if (n == null) return "?";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i === 0 ? 0 : n < 10 ? 2 : 1)} ${units[i]}`;
+}
+const formatRate = (bytesPerSecond) => `${(bytesPerSecond / 1e6).toFixed(1)} MB/s`;
+function formatDuration(seconds) {
+  if (seconds == null || !isFinite(seconds)) return "–";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return h ? `${h}:${String(m).padStart(2, "0")}:${String(r).padStart(2, "0")}` : `${m}:${String(r).padStart(2, "0")}`;
+}
+
+function setState(state) {
+  document.body.dataset.state = state;
+  const busy = state === "uploading";
+  $("start").disabled = busy || !file;
+  $("cancel").disabled = !busy;
+  for (const id of ["file", "chunk-size", "max-in-flight", "digest"]) $(id).disabled = busy;
+}
+
+function chooseFile(chosen) {
+  if (!chosen || document.body.dataset.state === "uploading") return;
+  file = chosen;
+  $("file-info").textContent = `${file.name} — ${formatBytes(file.size)} (${file.size.toLocaleString("en")} bytes)`;
+  $("result").hidden = true;
+  $("error").hidden = true;
+  setState("ready");
+  buildMap(Math.ceil(file.size / Number($("chunk-size").value)));
+}
+
+// One cell per slice, or per group of slices once there are more than MAX_CELLS.
+function buildMap(slices) {
+  const group = Math.max(1, Math.ceil(slices / MAX_CELLS));
+  const cells = Math.ceil(slices / group);
+  const root = $("slice-map");
+  root.replaceChildren();
+  const elements = [];
+  for (let c = 0; c < cells; c++) {
+    const cell = document.createElement("i");
+    const first = c * group, last = Math.min(slices, first + group) - 1;
+    cell.title = first === last ? `slice ${first}` : `slices ${first}–${last}`;
+    root.append(cell);
+    elements.push(cell);
+  }
+  map = { slices, group, elements, states: new Uint8Array(slices), counts: new Uint32Array(cells * STATES.length), dirty: new Set() };
+  for (let c = 0; c < cells; c++) map.counts[c * STATES.length] = Math.min(slices, (c + 1) * group) - c * group;
+  $("map-scale").textContent = slices === 0 ? "(an empty file has no slices)" : group === 1 ? `(${slices})` : `(${slices} slices, ${group} per cell)`;
+}
+
+function setSliceState(index, state) {
+  if (!map || index >= map.slices) return;
+  const cell = Math.floor(index / map.group);
+  const base = cell * STATES.length;
+  map.counts[base + map.states[index]]--;
+  map.states[index] = STATE_INDEX[state];
+  map.counts[base + map.states[index]]++;
+  if (map.dirty.size === 0) requestAnimationFrame(paintMap);
+  map.dirty.add(cell);
+}
+
+function paintMap() {
+  for (const cell of map.dirty) {
+    const base = cell * STATES.length;
+    const size = Math.min(map.slices, (cell + 1) * map.group) - cell * map.group;
+    const count = (s) => map.counts[base + STATE_INDEX[s]];
+    const state = count("retrying") ? "retrying" : count("sending") ? "sending" : count("reading") ? "reading"
+      : count("done") === size ? "done" : "pending";
+    map.elements[cell].className = state;
+  }
+  map.dirty.clear();
+}
+
+function onSlice({ index, state }) {
+  if (state === "sending") sending.add(index); else sending.delete(index);
+  peakInFlight = Math.max(peakInFlight, sending.size);
+  $("in-flight").value = sending.size;
+  $("peak-in-flight").value = peakInFlight;
+  setSliceState(index, state);
+}
+
+function onProgress(p) {
+  const fraction = p.bytesTotal ? p.bytesSent / p.bytesTotal : p.bytesTotal === 0 ? 1 : 0;
+  $("progress").value = fraction;
+  $("percent").textContent = `${(fraction * 100).toFixed(1)}%`;
+  $("bytes").textContent = `${formatBytes(p.bytesSent)} of ${formatBytes(p.bytesTotal)}`;
+  $("speed").textContent = formatRate(p.bytesPerSecond);
+  $("eta").textContent = `ETA ${formatDuration(p.etaSeconds)}`;
+}
+
+function showMemory() {
+  const parts = [];
+  if (wasm) parts.push(`wasm ${formatBytes(wasm.memory.buffer.byteLength)}`);
+  if (performance.memory) parts.push(`JS heap ${formatBytes(performance.memory.usedJSHeapSize)}`);
+  $("memory").textContent = `Memory: ${parts.join(", ") || "not reported by this browser"}`;
+}
+
+function showError(error) {
+  const words = ERROR_WORDS[error.code] ?? "The upload failed.";
+  const status = error.status ? ` (HTTP ${error.status})` : "";
+  $("error").textContent = error.code === "aborted" ? words : `${words}${status} ${error.message}`;
+  $("error").hidden = false;
+}
+
+async function start() {
+  if (!file) return;
+  $("result").hidden = true;
+  $("error").hidden = true;
+  const chunkSize = Number($("chunk-size").value);
+  const maxInFlight = Number($("max-in-flight").value);
+  buildMap(Math.ceil(file.size / chunkSize));
+  sending.clear();
+  peakInFlight = 0;
+  $("peak-in-flight").value = 0;
+  $("max-shown").value = maxInFlight;
+  onProgress({ bytesSent: 0, bytesTotal: file.size, bytesPerSecond: 0, etaSeconds: null });
+  controller = new AbortController();
+  let upload;
+  try {
+    upload = new Upload(file, {
+      endpoint: "/uploads",
+      chunkSize,
+      maxInFlight,
+      digest: $("digest").checked ? "sha-256" : "none",
+      metadata: { name: file.name, type: file.type || "application/octet-stream" },
+      onProgress,
+      onSlice,
+      signal: controller.signal,
+    });
+  } catch (error) {
+    // A TypeError or RangeError naming the option and what is allowed.
+    showError({ code: "options", message: error.message });
+    return;
+  }
+  setState("uploading");
+  try {
+    const result = await upload.start();
+    showResult(result);
+    setState("done");
+  } catch (error) {
+    showError(error);
+    setState(error.code === "aborted" ? "cancelled" : "error");
+  } finally {
+    sending.clear();
+    $("in-flight").value = 0;
+  }
+}
+
+function showResult(result) {
+  $("elapsed").textContent = `${(result.elapsedMs / 1000).toFixed(2)} s`;
+  $("average").textContent = formatRate(result.size / Math.max(result.elapsedMs, 1) * 1000);
+  $("upload-id").textContent = `${result.id} — ${formatBytes(result.size)} in ${result.slices} slices`;
+  $("server-sha").textContent = result.sha256;
+  $("browser-sha").textContent = result.localSha256 ?? "not computed (digests off)";
+  const verdict = $("verdict");
+  if (result.localSha256 == null) {
+    verdict.textContent = "Digests were off: the server's SHA-256 is shown, but nothing was compared.";
+    verdict.className = "verdict";
+  } else if (result.localSha256 === result.sha256) {
+    verdict.textContent = "✓ Match: the server stored exactly the bytes of this file.";
+    verdict.className = "verdict match";
+  } else {
+    verdict.textContent = "✗ Mismatch: the stored bytes differ from the file.";
+    verdict.className = "verdict mismatch";
+  }
+  $("result").hidden = false;
+}
+
+$("file").addEventListener("change", (e) => chooseFile(e.target.files[0]));
+$("chunk-size").addEventListener("change", () => file && buildMap(Math.ceil(file.size / Number($("chunk-size").value))));
+$("max-in-flight").addEventListener("change", (e) => { $("max-shown").value = e.target.value; });
+$("start").addEventListener("click", start);
+$("cancel").addEventListener("click", () => controller?.abort());
+for (const type of ["dragenter", "dragover"]) {
+  document.addEventListener(type, (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  document.addEventListener(type, (e) => { e.preventDefault(); document.body.classList.remove("dragging"); });
+}
+document.addEventListener("drop", (e) => chooseFile(e.dataTransfer?.files?.[0]));
+
+wasm = await init();
+showMemory();
+setInterval(showMemory, 500);
+setState("idle");
+document.body.dataset.ready = "true";
