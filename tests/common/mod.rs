@@ -85,8 +85,10 @@ extern "C" {
 
 /// The test server, as the test command started it.
 pub fn server() -> &'static str {
-    option_env!("CHUNKWISE_TEST_SERVER")
-        .expect("CHUNKWISE_TEST_SERVER must be set at build time (run ./scripts/test)")
+    match option_env!("CHUNKWISE_TEST_SERVER") {
+        Some(url) => url,
+        None => panic!("CHUNKWISE_TEST_SERVER must be set at build time: run ./scripts/test"),
+    }
 }
 
 /// The server's uploads endpoint.
