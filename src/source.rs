@@ -14,11 +14,11 @@
 use std::rc::Rc;
 
 use chunkwise_core::engine::{Read, SliceData, SliceSource, SourceError};
-use js_sys::{Reflect, Uint8Array};
+use js_sys::{ArrayBuffer, Reflect, Uint8Array};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, ReadableStream, ReadableStreamDefaultReader};
+use web_sys::{Blob, ReadableStream, ReadableStreamByobReader, ReadableStreamDefaultReader};
 
 use crate::digest;
 use crate::interop::describe_js_error;
@@ -83,6 +83,53 @@ impl Drop for StreamReader {
     }
 }
 
+/// Reads `blob` into the start of `buffer`, at most `len` bytes; returns the buffer (a
+/// BYOB read transfers it, so the one handed back is a new object over the same memory)
+/// and how many bytes were read.
+async fn read_into(blob: &Blob, buffer: ArrayBuffer, len: u32) -> Result<(ArrayBuffer, u32), SourceError> {
+    let read_error = |e: JsValue| SourceError::Read(describe_js_error(&e));
+    let stream = blob.stream();
+    let Ok(reader) = ReadableStreamByobReader::new(&stream) else {
+        // No BYOB support: copy the stream's own chunks instead.
+        let target = Uint8Array::new(&buffer);
+        let mut reader = StreamReader::new(&stream).map_err(read_error)?;
+        let mut filled = 0u32;
+        while let Some(chunk) = reader.next_chunk().await? {
+            if chunk.length() > len - filled {
+                return Err(SourceError::Read("the slice gave more bytes than its length".into()));
+            }
+            target.set(&chunk, filled);
+            filled += chunk.length();
+        }
+        return Ok((buffer, filled));
+    };
+    let mut buffer = buffer;
+    let mut filled = 0u32;
+    let result = async {
+        while filled < len {
+            let view = Uint8Array::new_with_byte_offset_and_length(&buffer, filled, len - filled);
+            let result = JsFuture::from(reader.read_with_array_buffer_view(&view)).await.map_err(read_error)?;
+            let value = Reflect::get(&result, &"value".into()).ok().and_then(|v| v.dyn_into::<Uint8Array>().ok());
+            let Some(value) = value else {
+                return Err(SourceError::Read("a BYOB read gave no view back".into()));
+            };
+            buffer = value.buffer();
+            if Reflect::get(&result, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true) {
+                break;
+            }
+            filled += value.byte_length();
+        }
+        Ok(())
+    }
+    .await;
+    if filled >= len {
+        // Every byte is in; nobody reads the (empty) rest.
+        let _ = reader.cancel();
+    }
+    reader.release_lock();
+    result.map(|()| (buffer, filled))
+}
+
 fn file_hasher(digest: bool) -> Option<Sha256> {
     digest.then(Sha256::new)
 }
@@ -94,6 +141,8 @@ pub struct BlobSource {
     chunk_size_bytes: u64,
     next_index: u64,
     file_hash: Option<Sha256>,
+    /// One slice's worth of bytes, reused for every slice that is read for its digest.
+    buffer: Option<ArrayBuffer>,
 }
 
 impl BlobSource {
@@ -106,6 +155,7 @@ impl BlobSource {
             chunk_size_bytes,
             next_index: 0,
             file_hash: file_hasher(digest),
+            buffer: None,
         }
     }
 }
@@ -132,22 +182,19 @@ impl SliceSource for BlobSource {
             .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
         let sha256 = match self.file_hash.as_mut() {
             Some(file_hash) => {
-                let mut slice_hash = Sha256::new();
-                let mut reader = StreamReader::new(&slice.stream())
-                    .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
-                let mut read = 0u64;
-                while let Some(chunk) = reader.next_chunk().await? {
-                    read += u64::from(chunk.length());
-                    digest::update(&mut [&mut slice_hash, file_hash], &chunk);
-                }
-                if read != end - start {
+                let len = (end - start) as u32;
+                let buffer = self.buffer.take().unwrap_or_else(|| ArrayBuffer::new(self.chunk_size_bytes as u32));
+                let (buffer, read) = read_into(&slice, buffer, len).await?;
+                if read != len {
                     return Err(SourceError::Read(format!(
-                        "slice {} gave {read} bytes instead of {}; was the file changed while uploading?",
-                        self.next_index,
-                        end - start
+                        "slice {} gave {read} bytes instead of {len}; was the file changed while uploading?",
+                        self.next_index
                     )));
                 }
-                Some(slice_hash.finalize().into())
+                let bytes = Uint8Array::new_with_byte_offset_and_length(&buffer, 0, len);
+                let sha256 = digest::slice_and_file(&bytes, file_hash).await?;
+                self.buffer = Some(buffer);
+                Some(sha256)
             }
             None => None,
         };
@@ -176,7 +223,6 @@ pub struct StreamSource {
     leftover: Option<(Uint8Array, u32)>,
     pool: Vec<(Uint8Array, Rc<()>)>,
     file_hash: Option<Sha256>,
-    slice_hashing: bool,
 }
 
 impl StreamSource {
@@ -196,7 +242,6 @@ impl StreamSource {
             leftover: None,
             pool: Vec::new(),
             file_hash: file_hasher(digest),
-            slice_hashing: digest,
         })
     }
 
@@ -240,7 +285,6 @@ impl SliceSource for StreamSource {
         // Taken only once there are bytes, so the end of the stream costs no buffer.
         let mut target: Option<(Uint8Array, Rc<()>)> = None;
         let mut filled = 0u32;
-        let mut slice_hash = self.slice_hashing.then(Sha256::new);
         while filled < capacity {
             let (chunk, offset) = match self.leftover.take() {
                 Some(rest) => rest,
@@ -271,11 +315,6 @@ impl SliceSource for StreamSource {
             if let Some((buffer, _)) = &target {
                 buffer.set(&part, filled);
             }
-            let mut hashers: Vec<&mut Sha256> = slice_hash
-                .iter_mut()
-                .chain(self.file_hash.iter_mut())
-                .collect();
-            digest::update(&mut hashers, &part);
             filled += n;
             self.read_bytes += u64::from(n);
             self.check_not_longer()?;
@@ -294,6 +333,10 @@ impl SliceSource for StreamSource {
         } else {
             buffer.subarray(0, filled)
         };
+        let sha256 = match self.file_hash.as_mut() {
+            Some(file_hash) => Some(digest::slice_and_file(&value, file_hash).await?),
+            None => None,
+        };
         let index = self.next_index;
         self.next_index += 1;
         Ok(Read::Slice(SliceData {
@@ -303,7 +346,7 @@ impl SliceSource for StreamSource {
                 value: value.into(),
                 _lease: Some(lease),
             },
-            sha256: slice_hash.map(|h| h.finalize().into()),
+            sha256,
         }))
     }
 }

@@ -1,0 +1,183 @@
+// chunkwise benchmark: throughput and memory of upload methods, side by side, in one
+// headless Chromium, on the same disk-backed files, interleaved runs, medians with min-max.
+//
+//   node --experimental-websocket bench/run.mjs [--sizes 256M,1G] [--runs 3] [--sweep] [--quick]
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+import { Chromium } from "./cdp.mjs";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const OUT = join(ROOT, "target/bench");
+const MIB = 1024 * 1024;
+
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "256M,1G" },
+    runs: { type: "string", default: "3" },
+    sweep: { type: "boolean", default: false },
+    quick: { type: "boolean", default: false },
+  },
+});
+const parseSize = (s) => Number.parseFloat(s) * { K: 1024, M: MIB, G: 1024 * MIB }[s.at(-1).toUpperCase()];
+const sizes = args.quick ? [32 * MIB] : args.sizes.split(",").map(parseSize);
+const runs = args.quick ? 1 : Number(args.runs);
+
+const methods = [
+  { name: "fetch(File) whole", method: "fetch" },
+  { name: "XHR.send(File) whole", method: "xhr" },
+  { name: "chunkwise defaults", method: "chunkwise", options: {} },
+  { name: "chunkwise digest none", method: "chunkwise", options: { digest: "none" } },
+];
+if (args.sweep && !args.quick) {
+  for (const mib of [1, 4, 8, 32]) {
+    for (const n of [1, 2, 4, 8]) {
+      methods.push({ name: `chunkwise ${mib} MiB x ${n}`, method: "chunkwise", options: { chunkSize: mib * MIB, maxInFlight: n } });
+    }
+  }
+}
+
+function status(pid) {
+  const text = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kib = (key) => Number(text.match(new RegExp(`${key}:\\s+(\\d+)`))?.[1] ?? 0) * 1024;
+  return { rss: kib("VmRSS"), hwm: kib("VmHWM") };
+}
+function resetPeak(pid) {
+  try { writeFileSync(`/proc/${pid}/clear_refs`, "5"); } catch { /* not allowed here */ }
+}
+
+async function sha256File(path) {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MIB })) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+async function sourceFile(size) {
+  mkdirSync(join(OUT, "files"), { recursive: true });
+  const path = join(OUT, "files", `${size}.bin`);
+  if (!existsSync(path) || statSync(path).size !== size) {
+    const fd = openSync(path, "w");
+    for (let left = size; left > 0; left -= 8 * MIB) writeSync(fd, randomBytes(Math.min(left, 8 * MIB)));
+    closeSync(fd);
+  }
+  return { path, size, sha256: await sha256File(path) };
+}
+
+async function startServer() {
+  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
+  const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
+    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", join(ROOT, "bench/page"), "--pkg", join(ROOT, "pkg"),
+    "--max-chunk-size", String(64 * 1024 * MIB),
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  const url = await new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
+  });
+  return { url, proc, dataDir };
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+
+async function measure(browser, page, server, source, m) {
+  await page.collectGarbage();
+  const heap0 = await page.heapBytes();
+  const renderers = await browser.rendererPids();
+  const rss0 = new Map(renderers.map((pid) => [pid, status(pid).rss]));
+  renderers.forEach(resetPeak);
+  resetPeak(server.proc.pid);
+  const serverRss0 = status(server.proc.pid).rss;
+  let heapPeak = heap0.used + heap0.backing;
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      const h = await page.heapBytes().catch(() => heap0);
+      heapPeak = Math.max(heapPeak, h.used + h.backing);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  let result, error;
+  try {
+    result = await page.evaluate(`bench.run(${JSON.stringify(m.method)}, ${JSON.stringify(m.options ?? {})})`);
+  } catch (e) {
+    error = e.message;
+  }
+  polling = false;
+  await poll;
+  const rendererGrowth = Math.max(0, ...renderers.map((pid) => { try { return status(pid).hwm - rss0.get(pid); } catch { return 0; } }));
+  const serverPeak = status(server.proc.pid).hwm;
+  const wasmBytes = await page.evaluate("bench.wasmBytes()");
+  const ok = !error && result.sha256 === source.sha256;
+  return {
+    method: m.name, size: source.size, ok, error: error ?? (ok ? undefined : `SHA-256 ${result.sha256} != ${source.sha256}`),
+    ms: result?.ms, mibPerSecond: ok ? source.size / MIB / (result.ms / 1000) : null,
+    heapGrowth: heapPeak - (heap0.used + heap0.backing), rendererGrowth, wasmBytes,
+    serverPeakRss: serverPeak, serverRssBefore: serverRss0,
+  };
+}
+
+const fmtMiB = (b) => `${(b / MIB).toFixed(1)}`;
+
+async function main() {
+  mkdirSync(OUT, { recursive: true });
+  const server = await startServer();
+  const browser = await Chromium.launch();
+  const version = (await browser.send("Browser.getVersion")).product;
+  const page = await browser.open(`${server.url}/`);
+  const results = [];
+  try {
+    for (const size of sizes) {
+      const source = await sourceFile(size);
+      await page.setFile("#file", source.path);
+      for (let run = 0; run < runs; run++) {
+        for (const m of methods) {
+          const r = await measure(browser, page, server, source, m);
+          results.push({ ...r, run });
+          console.log(`${fmtMiB(size)} MiB  run ${run + 1}/${runs}  ${m.name.padEnd(26)} ${r.ok ? `${r.mibPerSecond.toFixed(0).padStart(5)} MiB/s` : `FAILED ${r.error}`}  heap +${fmtMiB(r.heapGrowth)} MiB  renderer +${fmtMiB(r.rendererGrowth)} MiB  server ${fmtMiB(r.serverPeakRss)} MiB`);
+          rmSync(join(server.dataDir, "files"), { recursive: true, force: true });
+          mkdirSync(join(server.dataDir, "files"));
+        }
+      }
+    }
+  } finally {
+    await browser.close();
+    server.proc.kill("SIGTERM");
+  }
+
+  const rows = [];
+  for (const size of sizes) {
+    const ceiling = median(results.filter((r) => r.size === size && r.method === methods[0].name && r.ok).map((r) => r.mibPerSecond));
+    for (const m of methods) {
+      const rs = results.filter((r) => r.size === size && r.method === m.name);
+      const good = rs.filter((r) => r.ok);
+      const speeds = good.map((r) => r.mibPerSecond);
+      rows.push({
+        size, method: m.name, runs: rs.length, failed: rs.length - good.length,
+        mibPerSecond: good.length ? median(speeds) : null, min: Math.min(...speeds), max: Math.max(...speeds),
+        ratio: good.length ? median(speeds) / ceiling : null,
+        heapGrowth: median(rs.map((r) => r.heapGrowth)), rendererGrowth: median(rs.map((r) => r.rendererGrowth)),
+        wasmBytes: Math.max(...rs.map((r) => r.wasmBytes)), serverPeakRss: Math.max(...rs.map((r) => r.serverPeakRss)),
+      });
+    }
+  }
+  const machine = `${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, ${(await import("node:os")).cpus().length} cores`;
+  const meta = { date: new Date().toISOString().slice(0, 10), browser: version, machine, runs };
+  writeFileSync(join(OUT, "results.json"), JSON.stringify({ meta, rows, results }, null, 2));
+  const lines = [
+    `Measured ${meta.date} on ${machine}, ${version}, median of ${runs} interleaved run(s) (min–max).`,
+    "",
+    "| file | method | MiB/s | × fetch(File) | JS heap + ArrayBuffers growth | renderer peak growth | wasm memory | server peak RSS |",
+    "|---|---|--:|--:|--:|--:|--:|--:|",
+    ...rows.map((r) => `| ${fmtMiB(r.size)} MiB | ${r.method} | ${r.mibPerSecond == null ? `failed` : `${r.mibPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)})`} | ${r.ratio == null ? "–" : r.ratio.toFixed(2)} | ${fmtMiB(r.heapGrowth)} MiB | ${fmtMiB(r.rendererGrowth)} MiB | ${fmtMiB(r.wasmBytes)} MiB | ${fmtMiB(r.serverPeakRss)} MiB |`),
+  ];
+  writeFileSync(join(OUT, "results.md"), lines.join("\n") + "\n");
+  console.log("\n" + lines.join("\n"));
+  const failed = rows.reduce((n, r) => n + r.failed, 0);
+  console.log(`\nbench: ${rows.length - rows.filter((r) => r.failed).length} methods ok, ${failed} failed runs; results in ${OUT}`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+await main();
