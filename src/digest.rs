@@ -28,7 +28,10 @@ thread_local! {
 
 fn find_subtle() -> Option<SubtleCrypto> {
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into()).ok()?;
-    Reflect::get(&crypto, &"subtle".into()).ok()?.dyn_into::<SubtleCrypto>().ok()
+    Reflect::get(&crypto, &"subtle".into())
+        .ok()?
+        .dyn_into::<SubtleCrypto>()
+        .ok()
 }
 
 /// Feeds `bytes` to every hasher in `hashers`, in order.
@@ -52,12 +55,21 @@ pub fn update(hashers: &mut [&mut Sha256], bytes: &Uint8Array) {
 }
 
 /// The SHA-256 of one slice's bytes, feeding the same bytes to `file_hash`.
-pub async fn slice_and_file(bytes: &Uint8Array, file_hash: &mut Sha256) -> Result<[u8; 32], SourceError> {
-    let native = SUBTLE.with(|subtle| subtle.as_ref().map(|s| s.digest_with_str_and_buffer_source("SHA-256", bytes)));
+pub async fn slice_and_file(
+    bytes: &Uint8Array,
+    file_hash: &mut Sha256,
+) -> Result<[u8; 32], SourceError> {
+    let native = SUBTLE.with(|subtle| {
+        subtle
+            .as_ref()
+            .map(|s| s.digest_with_str_and_buffer_source("SHA-256", bytes))
+    });
     match native {
         Some(Ok(promise)) => {
             update(&mut [file_hash], bytes);
-            let digest = JsFuture::from(promise).await.map_err(|e| SourceError::Read(describe_js_error(&e)))?;
+            let digest = JsFuture::from(promise)
+                .await
+                .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
             let mut out = [0u8; 32];
             Uint8Array::new(&digest).copy_to(&mut out);
             Ok(out)

@@ -86,7 +86,11 @@ impl Drop for StreamReader {
 /// Reads `blob` into the start of `buffer`, at most `len` bytes; returns the buffer (a
 /// BYOB read transfers it, so the one handed back is a new object over the same memory)
 /// and how many bytes were read.
-async fn read_into(blob: &Blob, buffer: ArrayBuffer, len: u32) -> Result<(ArrayBuffer, u32), SourceError> {
+async fn read_into(
+    blob: &Blob,
+    buffer: ArrayBuffer,
+    len: u32,
+) -> Result<(ArrayBuffer, u32), SourceError> {
     let read_error = |e: JsValue| SourceError::Read(describe_js_error(&e));
     let stream = blob.stream();
     let Ok(reader) = ReadableStreamByobReader::new(&stream) else {
@@ -96,7 +100,9 @@ async fn read_into(blob: &Blob, buffer: ArrayBuffer, len: u32) -> Result<(ArrayB
         let mut filled = 0u32;
         while let Some(chunk) = reader.next_chunk().await? {
             if chunk.length() > len - filled {
-                return Err(SourceError::Read("the slice gave more bytes than its length".into()));
+                return Err(SourceError::Read(
+                    "the slice gave more bytes than its length".into(),
+                ));
             }
             target.set(&chunk, filled);
             filled += chunk.length();
@@ -108,13 +114,20 @@ async fn read_into(blob: &Blob, buffer: ArrayBuffer, len: u32) -> Result<(ArrayB
     let result = async {
         while filled < len {
             let view = Uint8Array::new_with_byte_offset_and_length(&buffer, filled, len - filled);
-            let result = JsFuture::from(reader.read_with_array_buffer_view(&view)).await.map_err(read_error)?;
-            let value = Reflect::get(&result, &"value".into()).ok().and_then(|v| v.dyn_into::<Uint8Array>().ok());
+            let result = JsFuture::from(reader.read_with_array_buffer_view(&view))
+                .await
+                .map_err(read_error)?;
+            let value = Reflect::get(&result, &"value".into())
+                .ok()
+                .and_then(|v| v.dyn_into::<Uint8Array>().ok());
             let Some(value) = value else {
                 return Err(SourceError::Read("a BYOB read gave no view back".into()));
             };
             buffer = value.buffer();
-            if Reflect::get(&result, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true) {
+            if Reflect::get(&result, &"done".into())
+                .map(|d| d.is_truthy())
+                .unwrap_or(true)
+            {
                 break;
             }
             filled += value.byte_length();
@@ -183,7 +196,10 @@ impl SliceSource for BlobSource {
         let sha256 = match self.file_hash.as_mut() {
             Some(file_hash) => {
                 let len = (end - start) as u32;
-                let buffer = self.buffer.take().unwrap_or_else(|| ArrayBuffer::new(self.chunk_size_bytes as u32));
+                let buffer = self
+                    .buffer
+                    .take()
+                    .unwrap_or_else(|| ArrayBuffer::new(self.chunk_size_bytes as u32));
                 let (buffer, read) = read_into(&slice, buffer, len).await?;
                 if read != len {
                     return Err(SourceError::Read(format!(

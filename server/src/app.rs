@@ -16,13 +16,12 @@ use chunkwise_core::protocol::{self, Complete, CreateUpload, Created};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWriteExt as _, BufWriter};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::store::{SliceTarget, Store};
+use crate::store::{SliceTarget, SliceWriter, Store};
 
 /// The largest JSON request body.
 const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -30,8 +29,6 @@ const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 const MAX_METADATA_ENTRIES: usize = 64;
 const MAX_METADATA_KEY_BYTES: usize = 256;
 const MAX_METADATA_VALUE_BYTES: usize = 4096;
-/// Buffer between the request body and the file: batches small frames into few writes.
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Everything a handler needs.
 #[derive(Clone, Debug)]
@@ -406,9 +403,8 @@ async fn receive(
     target: &SliceTarget,
     body: Body,
     digest: Option<[u8; 32]>,
-    file: Option<tokio::fs::File>,
+    mut writer: Option<SliceWriter>,
 ) -> Result<u64, ApiError> {
-    let mut writer = file.map(|f| BufWriter::with_capacity(WRITE_BUFFER_BYTES, f));
     let mut hasher = digest.map(|_| Sha256::new());
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
@@ -430,9 +426,7 @@ async fn receive(
             h.update(&bytes);
         }
         if let Some(w) = writer.as_mut() {
-            w.write_all(&bytes)
-                .await
-                .map_err(|e| ApiError::storage("writing a slice", &e))?;
+            w.write(bytes).await?;
         }
     }
     let expected_ok = match target.exact_len {
@@ -457,14 +451,8 @@ async fn receive(
             ));
         }
     }
-    if let Some(mut w) = writer {
-        w.flush()
-            .await
-            .map_err(|e| ApiError::storage("writing a slice", &e))?;
-        w.get_mut()
-            .sync_data()
-            .await
-            .map_err(|e| ApiError::storage("flushing a slice to disk", &e))?;
+    if let Some(w) = writer {
+        w.finish().await?;
     }
     Ok(received)
 }

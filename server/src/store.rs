@@ -167,6 +167,78 @@ pub struct SliceTarget {
     pub max_len: u64,
 }
 
+/// Bytes gathered before one positional write.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
+/// Writes one slice at its offset: body frames are gathered without copying into batches
+/// of about 1 MiB, each written with `pwrite` on the blocking pool while the next batch
+/// arrives (one write in flight, so memory stays at about two batches per request).
+pub struct SliceWriter {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    batch: Vec<bytes::Bytes>,
+    batch_len: usize,
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl SliceWriter {
+    /// Queues `bytes` after everything written so far.
+    pub async fn write(&mut self, bytes: bytes::Bytes) -> Result<(), ApiError> {
+        self.batch_len += bytes.len();
+        self.batch.push(bytes);
+        if self.batch_len >= WRITE_BATCH_BYTES {
+            self.flush_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<(), ApiError> {
+        if let Some(write) = self.in_flight.take() {
+            match write.await {
+                Ok(result) => result.map_err(|e| ApiError::storage("writing a slice", &e))?,
+                Err(join) => {
+                    tracing::error!(%join, "write task failed");
+                    return Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "writing a slice failed",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_batch(&mut self) -> Result<(), ApiError> {
+        self.wait_in_flight().await?;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let file = self.file.clone();
+        let mut offset = self.offset;
+        self.offset += self.batch_len as u64;
+        self.batch_len = 0;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            for bytes in batch {
+                file.write_all_at(&bytes, offset)?;
+                offset += bytes.len() as u64;
+            }
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Writes what is left and flushes the file's data to disk (`fdatasync`).
+    pub async fn finish(mut self) -> Result<(), ApiError> {
+        self.flush_batch().await?;
+        self.wait_in_flight().await?;
+        let file = self.file.clone();
+        blocking("flushing a slice to disk", move || file.sync_data()).await
+    }
+}
+
 impl Upload {
     /// The upload's id.
     pub fn id(&self) -> &str {
@@ -589,19 +661,21 @@ impl Store {
         &self,
         upload: &Upload,
         offset: u64,
-    ) -> Result<tokio::fs::File, ApiError> {
-        use tokio::io::AsyncSeekExt as _;
+    ) -> Result<SliceWriter, ApiError> {
         upload.ensure_live()?;
         upload.touch();
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(upload.data_path())
-            .await
-            .map_err(|e| ApiError::storage("opening the upload's file", &e))?;
-        file.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|e| ApiError::storage("seeking", &e))?;
-        Ok(file)
+        let path = upload.data_path();
+        let file = blocking("opening the upload's file", move || {
+            std::fs::OpenOptions::new().write(true).open(path)
+        })
+        .await?;
+        Ok(SliceWriter {
+            file: Arc::new(file),
+            offset,
+            batch: Vec::new(),
+            batch_len: 0,
+            in_flight: None,
+        })
     }
 
     /// Releases the per-slice lock entry once a writer is done.
