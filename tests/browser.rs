@@ -407,3 +407,52 @@ async fn start_twice_is_refused() {
     assert_eq!(string(&second, "code"), "invalid_state");
     assert_uploaded(&JsFuture::from(first).await.unwrap(), &blob).await;
 }
+
+/// The sources alone, no server: every slice has the exact bytes and digest of its range.
+#[wasm_bindgen_test]
+async fn blob_and_stream_sources_give_exact_slices() {
+    use chunkwise::source::{BlobSource, Source, StreamSource};
+    use chunkwise_core::engine::{Read, SliceSource};
+    use chunkwise_core::protocol::hex;
+
+    let len = 3.0 * CHUNK + 1000.0;
+    let blob = pattern_blob(len, 5);
+    let stream_source =
+        StreamSource::new(&irregular_stream(&blob), None, CHUNK as u64, true).unwrap();
+    for mut source in [
+        Source::Blob(BlobSource::new(blob.clone(), CHUNK as u64, true)),
+        Source::Stream(stream_source),
+    ] {
+        let mut expected_index = 0;
+        loop {
+            match source.next().await.unwrap() {
+                Read::Slice(slice) => {
+                    assert_eq!(slice.index, expected_index);
+                    let start = expected_index as f64 * CHUNK;
+                    let range = blob
+                        .slice_with_f64_and_f64(start, (start + CHUNK).min(len))
+                        .unwrap();
+                    assert_eq!(slice.len as f64, range.size());
+                    let expected = sha256_hex(&range).await;
+                    assert_eq!(
+                        hex(&slice.sha256.unwrap()),
+                        expected,
+                        "slice {}",
+                        slice.index
+                    );
+                    // The body itself carries exactly those bytes.
+                    let body = js_sys::Array::of1(&slice.body.value);
+                    let body = web_sys::Blob::new_with_u8_array_sequence(&body).unwrap();
+                    assert_eq!(sha256_hex(&body).await, expected);
+                    expected_index += 1;
+                }
+                Read::End { size_bytes, sha256 } => {
+                    assert_eq!(size_bytes as f64, len);
+                    assert_eq!(hex(&sha256.unwrap()), sha256_hex(&blob).await);
+                    break;
+                }
+            }
+        }
+        assert_eq!(expected_index, 4);
+    }
+}
