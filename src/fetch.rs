@@ -4,7 +4,9 @@
 //! an aborted or failed upload leaves no request running.
 
 use chunkwise_core::engine::{CreatedUpload, SliceData, Transport, TransportError};
-use chunkwise_core::protocol::{self, Complete, Completed, CreateUpload, Created, ErrorBody};
+use chunkwise_core::protocol::{
+    self, Complete, Completed, CreateUpload, Created, ErrorBody, Status,
+};
 use chunkwise_core::retry::Failure;
 use js_sys::Promise;
 use serde::de::DeserializeOwned;
@@ -241,6 +243,11 @@ impl Transport for FetchTransport {
                 &[("content-type", "application/json")],
             )
             .await?;
+        Self::json(&response).await
+    }
+
+    async fn status(&self, location: &str) -> Result<Status, TransportError> {
+        let response = self.send("GET", location, None, &[]).await?;
         Self::json(&response).await
     }
 

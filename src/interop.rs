@@ -25,6 +25,10 @@ const KNOWN_OPTIONS: &[&str] = &[
     "onProgress",
     "onSlice",
     "signal",
+    "stallTimeoutMs",
+    "offlineTimeoutMs",
+    "resume",
+    "resumeFrom",
 ];
 
 /// What the user gave, before any upload starts.
@@ -43,6 +47,10 @@ pub struct Parsed {
     pub on_slice: Option<Function>,
     /// Abort signal.
     pub signal: Option<AbortSignal>,
+    /// Remember the upload in IndexedDB and resume it when the same file comes back.
+    pub resume: bool,
+    /// Absolute URL of an upload to continue.
+    pub resume_from: Option<String>,
 }
 
 /// The source, checked.
@@ -280,12 +288,26 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
             }
         },
     };
+    let stall_timeout_ms = integer(
+        options,
+        "stallTimeoutMs",
+        "an integer number of milliseconds from 100 to 3600000",
+    )?
+    .unwrap_or(defaults.stall_timeout_ms);
+    let offline_timeout_ms = integer(
+        options,
+        "offlineTimeoutMs",
+        "an integer number of milliseconds from 0 to 86400000",
+    )?
+    .unwrap_or(defaults.offline_timeout_ms);
     let options_valid = Options {
         chunk_size_bytes,
         max_in_flight,
         size_bytes,
         digest,
         retries,
+        stall_timeout_ms,
+        offline_timeout_ms,
     }
     .validate()
     .map_err(|e| RangeErrorValue::from(e).0)?;
@@ -308,7 +330,32 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
             ))
         })?),
     };
+    let resume = match get(options, "resume") {
+        v if v.is_undefined() => true,
+        v => v.as_bool().ok_or_else(|| {
+            type_error(format!("resume must be a boolean; got {}", type_name(&v)))
+        })?,
+    };
+    let resume_from = match get(options, "resumeFrom") {
+        v if v.is_undefined() => None,
+        v => {
+            let Some(text) = v.as_string().filter(|t| !t.trim().is_empty()) else {
+                return Err(type_error(format!(
+                    "resumeFrom must be an upload id or its URL (upload.location); got {}",
+                    type_name(&v)
+                )));
+            };
+            if matches!(source, SourceValue::Stream(_)) {
+                return Err(type_error(
+                    "resumeFrom needs a File or Blob source: a stream cannot be read again".into(),
+                ));
+            }
+            Some(resolve_upload(&text, &resolved.href())?)
+        }
+    };
     Ok(Parsed {
+        resume,
+        resume_from,
         options: options_valid,
         endpoint: resolved.href(),
         metadata,
@@ -317,6 +364,24 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         on_slice: function(options, "onSlice")?,
         signal,
     })
+}
+
+/// An upload id (resolved under the endpoint) or an upload URL, as an absolute URL.
+fn resolve_upload(text: &str, endpoint: &str) -> Result<String, JsValue> {
+    let is_id = text.len() == 22
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if is_id {
+        return Ok(format!("{}/{text}", endpoint.trim_end_matches('/')));
+    }
+    Url::new_with_base(text, endpoint)
+        .map(|u| u.href())
+        .map_err(|_| {
+            type_error(format!(
+                "resumeFrom {text:?} is neither an upload id nor a URL"
+            ))
+        })
 }
 
 fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
@@ -364,6 +429,7 @@ pub fn outcome_to_js(outcome: &Outcome, elapsed_ms: f64) -> JsValue {
     set(&object, "location", outcome.location.as_str());
     set(&object, "size", outcome.size_bytes as f64);
     set(&object, "slices", outcome.slices as f64);
+    set(&object, "resumedSlices", outcome.resumed_slices as f64);
     set(&object, "sha256", outcome.sha256.as_str());
     set(
         &object,

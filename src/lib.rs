@@ -9,6 +9,7 @@
 pub mod digest;
 pub mod fetch;
 pub mod interop;
+pub mod resume;
 pub mod runtime;
 pub mod source;
 
@@ -16,16 +17,21 @@ use std::cell::{Cell, RefCell};
 use std::pin::pin;
 use std::rc::Rc;
 
-use chunkwise_core::engine::{Engine, ErrorCode, Events, SliceState, Transport as _, UploadError};
+use chunkwise_core::engine::{
+    Control, Engine, ErrorCode, Events, SliceState, Start, Transport as _, UploadError,
+};
 use chunkwise_core::progress::Progress;
+use chunkwise_core::retry::Failure;
 use futures_util::future::{self, Either};
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use web_sys::AbortSignal;
 
 use crate::fetch::FetchTransport;
 use crate::interop::{Parsed, SourceValue};
+use crate::resume::ResumeKey;
 use crate::runtime::BrowserRuntime;
 use crate::source::{BlobSource, Source, StreamSource};
 
@@ -58,6 +64,31 @@ export interface UploadOptions {
   onSlice?: (event: SliceEvent) => void;
   /** Aborts the upload: in-flight requests are cancelled and the server upload deleted. */
   signal?: AbortSignal;
+  /** A request with no answer after this long is aborted and retried (the limit doubles
+   * with each attempt, up to 8x). Default 30000; 100 ..= 3600000. */
+  stallTimeoutMs?: number;
+  /** How long to wait out network errors (offline, server down) before failing; they do
+   * not spend `retries`. Default 600000 (10 min); 0 ..= 86400000. */
+  offlineTimeoutMs?: number;
+  /** Remember the upload in IndexedDB and resume it when the same File is chosen again,
+   * after a reload too. Default true. */
+  resume?: boolean;
+  /** Continue this upload (an id, or `upload.location`): the server is asked once what it
+   * holds and only the missing slices are sent. File and Blob sources only. */
+  resumeFrom?: string;
+}
+
+/** An unfinished upload of the same file, found by `Upload.findPrevious`. */
+export interface PreviousUpload {
+  location: string;
+  endpoint: string;
+  name: string;
+  size: number;
+  chunkSize: number;
+  /** When it was started (ms since the epoch). */
+  createdAt: number;
+  /** What the server holds now, or null when it could not be asked. */
+  bytesReceived: number | null;
 }
 
 /** Progress, counting only bytes the server acknowledged. */
@@ -90,6 +121,8 @@ export interface UploadResult {
   location: string;
   size: number;
   slices: number;
+  /** Slices the server already held from an earlier attempt and that were not sent again. */
+  resumedSlices: number;
   /** SHA-256 the server computed over the bytes it stored (hex). */
   sha256: string;
   /** SHA-256 the browser computed while reading (hex), or null with digest "none". */
@@ -122,6 +155,7 @@ struct Inner {
     parsed: Parsed,
     started: Cell<bool>,
     location: Rc<RefCell<Option<String>>>,
+    control: Control,
 }
 
 #[wasm_bindgen]
@@ -140,7 +174,80 @@ impl Upload {
                 parsed,
                 started: Cell::new(false),
                 location: Rc::default(),
+                control: Control::default(),
             }),
+        })
+    }
+
+    /// Stops starting requests (new slices and retries); requests in flight finish. The
+    /// upload's promise stays pending until `resume()`.
+    pub fn pause(&self) {
+        self.inner.control.pause();
+    }
+
+    /// Starts requests again after `pause()`.
+    pub fn resume(&self) {
+        self.inner.control.resume();
+    }
+
+    /// Whether the upload is paused.
+    #[wasm_bindgen(getter)]
+    pub fn paused(&self) -> bool {
+        self.inner.control.is_paused()
+    }
+
+    /// Unfinished uploads of this same file (same name, size, modification time and first
+    /// MiB) that this browser remembers; entries the server no longer knows are forgotten.
+    #[wasm_bindgen(js_name = findPrevious, unchecked_return_type = "Promise<PreviousUpload[]>")]
+    pub fn find_previous(
+        #[wasm_bindgen(unchecked_param_type = "Blob")] source: JsValue,
+    ) -> Promise {
+        future_to_promise(async move {
+            let blob = source.dyn_into::<web_sys::Blob>().map_err(|_| {
+                JsValue::from(js_sys::TypeError::new(
+                    "findPrevious takes the File (or Blob) to look for",
+                ))
+            })?;
+            let fingerprint = resume::fingerprint(&blob).await?;
+            let found = js_sys::Array::new();
+            for (key, value) in resume::entries_for(&fingerprint).await {
+                let location = js_sys::Reflect::get(&value, &"location".into())?
+                    .as_string()
+                    .unwrap_or_default();
+                let transport = FetchTransport::new(location.clone(), Vec::new());
+                let bytes_received = match transport.status(&location).await {
+                    Ok(status) if !status.complete => {
+                        JsValue::from_f64(status.bytes_received as f64)
+                    }
+                    Ok(_) => {
+                        resume::forget_key(&key).await;
+                        continue;
+                    }
+                    Err(error) if matches!(error.failure, Failure::Status { status: 404, .. }) => {
+                        resume::forget_key(&key).await;
+                        continue;
+                    }
+                    Err(_) => JsValue::NULL,
+                };
+                let entry = js_sys::Object::new();
+                for name in [
+                    "location",
+                    "endpoint",
+                    "name",
+                    "size",
+                    "chunkSize",
+                    "createdAt",
+                ] {
+                    js_sys::Reflect::set(
+                        &entry,
+                        &name.into(),
+                        &js_sys::Reflect::get(&value, &name.into())?,
+                    )?;
+                }
+                js_sys::Reflect::set(&entry, &"bytesReceived".into(), &bytes_received)?;
+                found.push(&entry);
+            }
+            Ok(found.into())
         })
     }
 
@@ -165,6 +272,8 @@ struct JsEvents {
     on_progress: Option<Function>,
     on_slice: Option<Function>,
     location: Rc<RefCell<Option<String>>>,
+    /// Where to remember the upload, for resuming after a reload.
+    remember: Option<(ResumeKey, web_sys::Blob, u64)>,
 }
 
 fn call(callback: &Function, argument: &JsValue) {
@@ -177,6 +286,9 @@ fn call(callback: &Function, argument: &JsValue) {
 impl Events for JsEvents {
     fn created(&self, location: &str) {
         *self.location.borrow_mut() = Some(location.to_string());
+        if let Some((key, blob, chunk_size_bytes)) = &self.remember {
+            key.remember(location, blob, *chunk_size_bytes);
+        }
     }
 
     fn progress(&self, progress: &Progress) {
@@ -232,76 +344,127 @@ impl Inner {
             return Err(interop::error_to_js(&aborted()));
         }
         let started_ms = js_sys::Date::now();
-        let options = parsed.options.get();
-        let digest = options.digest == chunkwise_core::config::DigestAlgorithm::Sha256;
-        let source = match self.source.borrow_mut().take() {
-            Some(SourceValue::Blob(blob)) => {
-                Source::Blob(BlobSource::new(blob, options.chunk_size_bytes, digest))
-            }
-            Some(SourceValue::Stream(stream)) => {
-                let source = StreamSource::new(
-                    &stream,
-                    options.size_bytes,
-                    options.chunk_size_bytes,
-                    digest,
-                )
-                .map_err(|e| {
-                    interop::error_to_js(&UploadError {
-                        code: ErrorCode::SourceRead,
-                        status: None,
-                        message: format!(
-                            "the stream cannot be read: {}",
-                            interop::describe_js_error(&e)
-                        ),
-                    })
-                })?;
-                Source::Stream(source)
-            }
-            None => {
-                return Err(interop::error_to_js(&UploadError::protocol(
-                    "the source is gone",
-                )))
-            }
+        let Some(source) = self.source.borrow_mut().take() else {
+            return Err(interop::error_to_js(&UploadError::protocol(
+                "the source is gone",
+            )));
+        };
+        let blob = match &source {
+            SourceValue::Blob(blob) => Some(blob.clone()),
+            SourceValue::Stream(_) => None,
+        };
+        let resume_key = match (&blob, parsed.resume) {
+            (Some(blob), true) => ResumeKey::new(blob, &parsed.endpoint).await.ok(),
+            _ => None,
+        };
+        let remembered = match (&parsed.resume_from, &resume_key) {
+            (Some(_), _) | (None, None) => None,
+            (None, Some(key)) => key.remembered().await,
+        };
+        let start = match (&parsed.resume_from, &remembered) {
+            (Some(location), _) | (None, Some(location)) => Start::Resume(location.clone()),
+            (None, None) => Start::New(Some(parsed.metadata.clone())),
         };
         let transport = FetchTransport::new(parsed.endpoint.clone(), parsed.headers.clone());
+
+        let mut outcome = self
+            .attempt(&source, start, &transport, &resume_key, &blob)
+            .await;
+        if let (Err(error), Some(_)) = (&outcome, &remembered) {
+            // The remembered upload is gone from the server (expired or deleted): forget it
+            // and start over, once.
+            if error.status == Some(404) && self.location.borrow().is_none() {
+                if let Some(key) = &resume_key {
+                    key.forget().await;
+                }
+                let start = Start::New(Some(parsed.metadata.clone()));
+                outcome = self
+                    .attempt(&source, start, &transport, &resume_key, &blob)
+                    .await;
+            }
+        }
+        match outcome {
+            Ok(outcome) => {
+                if let Some(key) = &resume_key {
+                    key.forget().await;
+                }
+                Ok(interop::outcome_to_js(
+                    &outcome,
+                    js_sys::Date::now() - started_ms,
+                ))
+            }
+            Err(error) => {
+                if error.code == ErrorCode::Aborted {
+                    let location = self.location.borrow().clone();
+                    if let Some(location) = location {
+                        // Best effort: an unreachable server expires the upload later.
+                        let _ = transport.delete(&location).await;
+                    }
+                    if let Some(key) = &resume_key {
+                        key.forget().await;
+                    }
+                }
+                Err(interop::error_to_js(&error))
+            }
+        }
+    }
+
+    /// One run of the engine over a fresh reader of `source`, raced against the signal.
+    async fn attempt(
+        &self,
+        source: &SourceValue,
+        start: Start,
+        transport: &FetchTransport,
+        resume_key: &Option<ResumeKey>,
+        blob: &Option<web_sys::Blob>,
+    ) -> Result<chunkwise_core::engine::Outcome, UploadError> {
+        let parsed = &self.parsed;
+        let options = parsed.options.get();
+        let digest = options.digest == chunkwise_core::config::DigestAlgorithm::Sha256;
+        let source = match source {
+            SourceValue::Blob(blob) => Source::Blob(BlobSource::new(
+                blob.clone(),
+                options.chunk_size_bytes,
+                digest,
+            )),
+            SourceValue::Stream(stream) => {
+                let source =
+                    StreamSource::new(stream, options.size_bytes, options.chunk_size_bytes, digest)
+                        .map_err(|e| UploadError {
+                            code: ErrorCode::SourceRead,
+                            status: None,
+                            message: format!(
+                                "the stream cannot be read: {}",
+                                interop::describe_js_error(&e)
+                            ),
+                        })?;
+                Source::Stream(source)
+            }
+        };
         let events = JsEvents {
             on_progress: parsed.on_progress.clone(),
             on_slice: parsed.on_slice.clone(),
             location: self.location.clone(),
+            remember: resume_key
+                .clone()
+                .zip(blob.clone())
+                .map(|(k, b)| (k, b, options.chunk_size_bytes)),
         };
         let runtime = BrowserRuntime;
         let engine = Engine {
             options: &parsed.options,
             source,
-            transport: &transport,
+            transport,
             runtime: &runtime,
             events: &events,
+            control: &self.control,
         };
-        let metadata = Some(parsed.metadata.clone());
-        let outcome = {
-            let run = pin!(engine.run(metadata));
-            let abort = pin!(abort_future(parsed.signal.as_ref()));
-            match future::select(run, abort).await {
-                Either::Left((outcome, _)) => outcome,
-                // Dropping the engine here aborts every request it had in flight.
-                Either::Right(((), _)) => Err(aborted()),
-            }
-        };
-        match outcome {
-            Ok(outcome) => Ok(interop::outcome_to_js(
-                &outcome,
-                js_sys::Date::now() - started_ms,
-            )),
-            Err(error) => {
-                if error.code == ErrorCode::Aborted {
-                    let location = events.location.borrow().clone();
-                    if let Some(location) = location {
-                        // Best effort: an unreachable server expires the upload later.
-                        let _ = transport.delete(&location).await;
-                    }
-                }
-                Err(interop::error_to_js(&error))
-            }
+        let run = pin!(engine.run(start));
+        let abort = pin!(abort_future(parsed.signal.as_ref()));
+        match future::select(run, abort).await {
+            Either::Left((outcome, _)) => outcome,
+            // Dropping the engine here aborts every request it had in flight.
+            Either::Right(((), _)) => Err(aborted()),
         }
     }
 }

@@ -180,6 +180,15 @@ impl SliceSource for BlobSource {
         Some(self.size_bytes)
     }
 
+    fn chunk_size_bytes(&self) -> u64 {
+        self.chunk_size_bytes
+    }
+
+    fn set_chunk_size(&mut self, chunk_size_bytes: u64) {
+        self.chunk_size_bytes = chunk_size_bytes;
+        self.buffer = None;
+    }
+
     async fn next(&mut self) -> Result<Read<Body>, SourceError> {
         let start = self.next_index * self.chunk_size_bytes;
         if start >= self.size_bytes {
@@ -296,6 +305,15 @@ impl SliceSource for StreamSource {
         self.expected_size_bytes
     }
 
+    fn chunk_size_bytes(&self) -> u64 {
+        self.chunk_size_bytes
+    }
+
+    fn set_chunk_size(&mut self, chunk_size_bytes: u64) {
+        self.chunk_size_bytes = chunk_size_bytes;
+        self.pool.clear();
+    }
+
     async fn next(&mut self) -> Result<Read<Body>, SourceError> {
         let capacity = self.chunk_size_bytes as u32;
         // Taken only once there are bytes, so the end of the stream costs no buffer.
@@ -382,6 +400,20 @@ impl SliceSource for Source {
         match self {
             Source::Blob(s) => s.size_bytes(),
             Source::Stream(s) => s.size_bytes(),
+        }
+    }
+
+    fn chunk_size_bytes(&self) -> u64 {
+        match self {
+            Source::Blob(s) => s.chunk_size_bytes(),
+            Source::Stream(s) => s.chunk_size_bytes(),
+        }
+    }
+
+    fn set_chunk_size(&mut self, chunk_size_bytes: u64) {
+        match self {
+            Source::Blob(s) => s.set_chunk_size(chunk_size_bytes),
+            Source::Stream(s) => s.set_chunk_size(chunk_size_bytes),
         }
     }
 

@@ -21,6 +21,10 @@ pub const MAX_MAX_IN_FLIGHT: u32 = 32;
 pub const DEFAULT_RETRIES: u32 = 5;
 /// Largest retry budget per slice.
 pub const MAX_RETRIES: u32 = 100;
+/// Default time a request may go without an answer before it is aborted and retried.
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 30_000;
+/// Default time to keep waiting while every request fails at the network level.
+pub const DEFAULT_OFFLINE_TIMEOUT_MS: u64 = 10 * 60_000;
 /// Largest size a JS number holds exactly (2^53 - 1).
 pub const MAX_SAFE_SIZE_BYTES: u64 = (1 << 53) - 1;
 
@@ -45,8 +49,12 @@ pub struct Options {
     pub size_bytes: Option<u64>,
     /// Digest algorithm.
     pub digest: DigestAlgorithm,
-    /// Retries per slice on retryable failures.
+    /// Retries per slice on retryable failures other than network errors.
     pub retries: u32,
+    /// A request with no answer after this long is aborted and retried.
+    pub stall_timeout_ms: u64,
+    /// How long to keep waiting out network errors (offline, server down) before failing.
+    pub offline_timeout_ms: u64,
 }
 
 impl Default for Options {
@@ -57,6 +65,8 @@ impl Default for Options {
             size_bytes: None,
             digest: DigestAlgorithm::Sha256,
             retries: DEFAULT_RETRIES,
+            stall_timeout_ms: DEFAULT_STALL_TIMEOUT_MS,
+            offline_timeout_ms: DEFAULT_OFFLINE_TIMEOUT_MS,
         }
     }
 }
@@ -120,6 +130,18 @@ impl Options {
             "retries",
             "an integer from 0 to 100",
             self.retries,
+        )?;
+        check(
+            (100..=3_600_000).contains(&self.stall_timeout_ms),
+            "stallTimeoutMs",
+            "an integer number of milliseconds from 100 to 3600000 (1 hour)",
+            self.stall_timeout_ms,
+        )?;
+        check(
+            self.offline_timeout_ms <= 86_400_000,
+            "offlineTimeoutMs",
+            "an integer number of milliseconds from 0 to 86400000 (1 day)",
+            self.offline_timeout_ms,
         )?;
         if let Some(size) = self.size_bytes {
             check(

@@ -10,10 +10,11 @@
 //! `maxInFlight + 1` slices at once.
 #![allow(async_fn_in_trait)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::future::{self, Either};
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
@@ -21,8 +22,9 @@ use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use crate::config::{DigestAlgorithm, Valid};
 use crate::geometry::Geometry;
 use crate::progress::{Progress, Tracker};
-use crate::protocol::{self, Complete, Completed, CreateUpload, Created};
-use crate::retry::{Decision, Failure, RetryPolicy};
+use crate::protocol::{self, Complete, Completed, CreateUpload, Created, Status};
+use crate::ranges::IndexSet;
+use crate::retry::{Decision, Failure, RetryPolicy, RetryState};
 
 /// Time, sleep and randomness, injected.
 pub trait Runtime {
@@ -83,6 +85,11 @@ pub trait SliceSource {
     type Body: Clone;
     /// The total size, when known before reading.
     fn size_bytes(&self) -> Option<u64>;
+    /// The slice size.
+    fn chunk_size_bytes(&self) -> u64;
+    /// Changes the slice size; called only before the first read (to resume an upload
+    /// sliced differently).
+    fn set_chunk_size(&mut self, chunk_size_bytes: u64);
     /// Reads the next slice in order, or reports the end.
     async fn next(&mut self) -> Result<Read<Self::Body>, SourceError>;
 }
@@ -125,6 +132,8 @@ pub trait Transport {
         location: &str,
         request: &Complete,
     ) -> Result<Completed, TransportError>;
+    /// `GET {location}`.
+    async fn status(&self, location: &str) -> Result<Status, TransportError>;
     /// `DELETE {location}`.
     async fn delete(&self, location: &str) -> Result<(), TransportError>;
 }
@@ -268,10 +277,76 @@ pub struct Outcome {
     pub size_bytes: u64,
     /// Number of slices.
     pub slices: u64,
+    /// Slices the server already had when this run resumed, and were not sent again.
+    pub resumed_slices: u64,
     /// SHA-256 the server computed over the stored bytes (hex).
     pub sha256: String,
     /// SHA-256 the client computed while reading (hex), when digests are on.
     pub local_sha256: Option<String>,
+}
+
+/// Pauses and resumes a running upload from outside the engine.
+///
+/// While paused, no request starts (neither a new slice nor a retry) and nothing is read;
+/// requests already in flight finish.
+#[derive(Debug, Default)]
+pub struct Control {
+    paused: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Control {
+    /// Stops starting requests.
+    pub fn pause(&self) {
+        self.paused.set(true);
+    }
+
+    /// Starts requests again.
+    pub fn resume(&self) {
+        self.paused.set(false);
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Whether the upload is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Resolves once the upload is not paused.
+    pub fn running(&self) -> Running<'_> {
+        Running(self)
+    }
+}
+
+/// The future of [`Control::running`].
+#[derive(Debug)]
+pub struct Running<'a>(&'a Control);
+
+impl Future for Running<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.0.paused.get() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.0.wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// How an upload begins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Create a new upload on the server, with this metadata.
+    New(Option<BTreeMap<String, String>>),
+    /// Continue the upload at this absolute URL: ask the server once what it holds and
+    /// send only the rest.
+    Resume(String),
 }
 
 /// Runs one upload to the end.
@@ -286,6 +361,80 @@ pub struct Engine<'a, S, T, R, E> {
     pub runtime: &'a R,
     /// Observers.
     pub events: &'a E,
+    /// Pause and resume.
+    pub control: &'a Control,
+}
+
+/// What every request of one upload shares.
+struct Requests<'a, R, E> {
+    runtime: &'a R,
+    events: &'a E,
+    control: &'a Control,
+    policy: RetryPolicy,
+    stall_timeout_ms: f64,
+    offline_timeout_ms: f64,
+}
+
+/// Which request, for messages, events and the retry rules.
+struct Request<'a> {
+    what: &'a str,
+    /// The slice, for events.
+    slice: Option<u64>,
+    /// Wait out network errors (false only before the upload exists, so that a wrong
+    /// endpoint fails fast).
+    wait_offline: bool,
+    /// Extra time the server may need to answer (hashing at `complete`).
+    extra_timeout_ms: f64,
+}
+
+impl<R: Runtime, E: Events> Requests<'_, R, E> {
+    /// Runs `make()` until it succeeds or the retry rules give up. Each attempt waits
+    /// while paused and is aborted (dropped) when it stalls.
+    async fn run<O, Fut: Future<Output = Result<O, TransportError>>>(
+        &self,
+        request: Request<'_>,
+        mut make: impl FnMut() -> Fut,
+    ) -> Result<O, UploadError> {
+        let offline = request.wait_offline.then_some(self.offline_timeout_ms);
+        let mut state = RetryState::new(self.policy, offline);
+        loop {
+            self.control.running().await;
+            let attempt = state.attempt();
+            if let (Some(index), true) = (request.slice, attempt > 1) {
+                self.events.slice(index, SliceState::Sending, attempt);
+            }
+            // No upload progress is visible through fetch, so a stall is a request with no
+            // answer in time; the time doubles with each attempt so that a slow but
+            // working link still gets through.
+            let timeout_ms = self.stall_timeout_ms * f64::from(1u32 << (attempt - 1).min(3))
+                + request.extra_timeout_ms;
+            let outcome = {
+                let call = pin!(make());
+                let timer = pin!(self.runtime.sleep(timeout_ms));
+                match future::select(call, timer).await {
+                    Either::Left((outcome, _)) => outcome,
+                    Either::Right(((), _)) => Err(TransportError {
+                        failure: Failure::Stalled,
+                        code: None,
+                        message: format!("no answer within {} ms", timeout_ms.round()),
+                    }),
+                }
+            };
+            let error = match outcome {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            match state.on_failure(self.runtime.now_ms(), &error.failure, self.runtime.random()) {
+                Decision::GiveUp => return Err(UploadError::from_transport(error, request.what)),
+                Decision::RetryAfterMs(ms) => {
+                    if let Some(index) = request.slice {
+                        self.events.slice(index, SliceState::Retrying, attempt);
+                    }
+                    self.runtime.sleep(ms).await;
+                }
+            }
+        }
+    }
 }
 
 impl<'a, B, S, T, R, E> Engine<'a, S, T, R, E>
@@ -296,43 +445,84 @@ where
     R: Runtime,
     E: Events,
 {
-    /// Creates the upload (with `metadata`, if any), sends every slice, and completes it.
-    pub async fn run(
-        self,
-        metadata: Option<BTreeMap<String, String>>,
-    ) -> Result<Outcome, UploadError> {
+    /// Creates (or resumes) the upload, sends every slice the server lacks, and completes it.
+    pub async fn run(self, start: Start) -> Result<Outcome, UploadError> {
         let Engine {
             options,
-            source,
+            mut source,
             transport,
             runtime,
             events,
+            control,
         } = self;
-        let policy = RetryPolicy::with_retries(options.get().retries);
-        let geometry = Geometry::new(options.get().chunk_size_bytes, source.size_bytes())
-            .map_err(|e| UploadError::protocol(e.to_string()))?;
-        let request = CreateUpload {
-            chunk_size: geometry.chunk_size_bytes(),
-            size: geometry.size_bytes(),
-            metadata: metadata.filter(|m| !m.is_empty()),
+        let opts = options.get();
+        let digests_on = opts.digest == DigestAlgorithm::Sha256;
+        let requests = Requests {
+            runtime,
+            events,
+            control,
+            policy: RetryPolicy::with_retries(opts.retries),
+            stall_timeout_ms: opts.stall_timeout_ms as f64,
+            offline_timeout_ms: opts.offline_timeout_ms as f64,
         };
-        let max_in_flight = options.get().max_in_flight as usize;
-        let digests_on = options.get().digest == DigestAlgorithm::Sha256;
 
-        let created = with_retries(runtime, &policy, "creating the upload", || {
-            transport.create(&request)
-        })
-        .await?;
-        let location = created.location.clone();
+        let (location, already) = match start {
+            Start::New(metadata) => {
+                let request = CreateUpload {
+                    chunk_size: opts.chunk_size_bytes,
+                    size: source.size_bytes(),
+                    metadata: metadata.filter(|m| !m.is_empty()),
+                };
+                let what = Request {
+                    what: "creating the upload",
+                    slice: None,
+                    wait_offline: false,
+                    extra_timeout_ms: 0.0,
+                };
+                let created = requests.run(what, || transport.create(&request)).await?;
+                if created.created.chunk_size != opts.chunk_size_bytes {
+                    return Err(UploadError::protocol(format!(
+                        "the server answered with chunkSize {} instead of {}",
+                        created.created.chunk_size, opts.chunk_size_bytes
+                    )));
+                }
+                (created.location, IndexSet::new())
+            }
+            Start::Resume(location) => {
+                let what = Request {
+                    what: "asking the server what it holds",
+                    slice: None,
+                    wait_offline: true,
+                    extra_timeout_ms: 0.0,
+                };
+                let status = requests.run(what, || transport.status(&location)).await?;
+                if status.chunk_size == 0 {
+                    return Err(UploadError::protocol("the server reports chunkSize 0"));
+                }
+                if let (Some(theirs), Some(ours)) = (status.size, source.size_bytes()) {
+                    if theirs != ours {
+                        return Err(UploadError {
+                            code: ErrorCode::SizeMismatch,
+                            status: None,
+                            message: format!(
+                                "the upload to resume holds {theirs} bytes but this source has {ours}; is it the same file?"
+                            ),
+                        });
+                    }
+                }
+                // The slicing is the server's, whatever chunkSize was asked for now.
+                source.set_chunk_size(status.chunk_size);
+                (
+                    location,
+                    IndexSet::from_ranges(status.received.iter().copied()),
+                )
+            }
+        };
         events.created(&location);
-        if created.created.chunk_size != geometry.chunk_size_bytes() {
-            return Err(UploadError::protocol(format!(
-                "the server answered with chunkSize {} instead of {}",
-                created.created.chunk_size,
-                geometry.chunk_size_bytes()
-            )));
-        }
+        let geometry = Geometry::new(source.chunk_size_bytes(), source.size_bytes())
+            .map_err(|e| UploadError::protocol(e.to_string()))?;
 
+        let max_in_flight = opts.max_in_flight as usize;
         let mut tracker = Tracker::new(
             runtime.now_ms(),
             geometry.size_bytes(),
@@ -348,37 +538,45 @@ where
         let mut ready: Option<SliceData<B>> = None;
         let mut reading = false;
         let mut next_index = 0u64;
+        let mut resumed_slices = 0u64;
         let mut end: Option<(u64, Option<[u8; 32]>)> = None;
         let location_ref = location.as_str();
-        let policy_ref = &policy;
+        let requests_ref = &requests;
 
         loop {
-            if in_flight.len() < max_in_flight {
+            let paused = control.is_paused();
+            if !paused && in_flight.len() < max_in_flight {
                 if let Some(slice) = ready.take() {
                     events.slice(slice.index, SliceState::Sending, 1);
-                    in_flight.push(send_slice(
-                        transport,
-                        runtime,
-                        policy_ref,
-                        events,
-                        location_ref,
-                        slice,
-                    ));
+                    in_flight.push(async move {
+                        let what = format!("sending slice {}", slice.index);
+                        let request = Request {
+                            what: &what,
+                            slice: Some(slice.index),
+                            wait_offline: true,
+                            extra_timeout_ms: 0.0,
+                        };
+                        requests_ref
+                            .run(request, || transport.put_slice(location_ref, &slice))
+                            .await?;
+                        Ok::<_, UploadError>((slice.index, slice.len))
+                    });
                 }
             }
             tracker.set_in_flight(in_flight.len() as u32);
             if let Some(p) = tracker.poll_emit(runtime.now_ms()) {
                 events.progress(&p);
             }
-            let want_read = ready.is_none() && end.is_none();
-            if !want_read && ready.is_none() && in_flight.is_empty() {
+            if end.is_some() && ready.is_none() && in_flight.is_empty() {
                 break;
             }
+            let want_read = ready.is_none() && end.is_none() && !paused;
             if want_read && !reading {
                 reading = true;
                 if geometry
                     .slice_count()
                     .is_none_or(|count| next_index < count)
+                    && !already.contains(next_index)
                 {
                     events.slice(next_index, SliceState::Reading, 1);
                 }
@@ -398,7 +596,16 @@ where
                 Some(ms) => Either::Left(runtime.sleep(ms)),
                 None => Either::Right(future::pending()),
             };
-            match future::select(future::select(pin!(read_next), pin!(acked)), pin!(flush)).await {
+            let resumed = if paused {
+                Either::Left(control.running())
+            } else {
+                Either::Right(future::pending())
+            };
+            let (read_next, acked, flush, resumed) =
+                (pin!(read_next), pin!(acked), pin!(flush), pin!(resumed));
+            let work = future::select(read_next, acked);
+            let wake = future::select(flush, resumed);
+            match future::select(work, wake).await {
                 Either::Left((Either::Left((read, _)), _)) => {
                     reading = false;
                     match read {
@@ -409,7 +616,14 @@ where
                                 ));
                             }
                             next_index += 1;
-                            ready = Some(slice);
+                            if already.contains(slice.index) {
+                                // Read only for the whole-file digest: the server has it.
+                                resumed_slices += 1;
+                                tracker.acknowledged(runtime.now_ms(), slice.len);
+                                events.slice(slice.index, SliceState::Done, 0);
+                            } else {
+                                ready = Some(slice);
+                            }
                         }
                         Some(Ok(Read::End { size_bytes, sha256 })) => {
                             let total =
@@ -439,6 +653,7 @@ where
                 Either::Right(_) => {}
             }
         }
+        drop(in_flight);
 
         let (size_bytes, local_sha) =
             end.ok_or_else(|| UploadError::protocol("no end of source"))?;
@@ -447,10 +662,16 @@ where
             size: Some(size_bytes),
             sha256: local_sha256.clone(),
         };
-        let completed = with_retries(runtime, &policy, "completing the upload", || {
-            transport.complete(location_ref, &complete)
-        })
-        .await?;
+        // The server hashes the whole file before it answers: allow it 20 MB/s.
+        let what = Request {
+            what: "completing the upload",
+            slice: None,
+            wait_offline: true,
+            extra_timeout_ms: size_bytes as f64 / 20_000.0,
+        };
+        let completed = requests
+            .run(what, || transport.complete(location_ref, &complete))
+            .await?;
         if let Some(p) = tracker.force_emit(runtime.now_ms()) {
             events.progress(&p);
         }
@@ -472,77 +693,15 @@ where
                 });
             }
         }
-        drop(in_flight);
         Ok(Outcome {
             id: completed.id,
             location: location.clone(),
             size_bytes,
             slices: tracker.current().slices_done,
+            resumed_slices,
             sha256: completed.sha256,
             local_sha256,
         })
-    }
-}
-
-async fn send_slice<B, T: Transport<Body = B>, R: Runtime, E: Events>(
-    transport: &T,
-    runtime: &R,
-    policy: &RetryPolicy,
-    events: &E,
-    location: &str,
-    slice: SliceData<B>,
-) -> Result<(u64, u64), UploadError> {
-    let attempt = Cell::new(1u32);
-    let what = format!("sending slice {}", slice.index);
-    with_retries_observed(
-        runtime,
-        policy,
-        &what,
-        &attempt,
-        events,
-        slice.index,
-        || transport.put_slice(location, &slice),
-    )
-    .await?;
-    Ok((slice.index, slice.len))
-}
-
-async fn with_retries<R: Runtime, Fut: Future<Output = Result<O, TransportError>>, O>(
-    runtime: &R,
-    policy: &RetryPolicy,
-    what: &str,
-    attempt: impl FnMut() -> Fut,
-) -> Result<O, UploadError> {
-    with_retries_observed(runtime, policy, what, &Cell::new(1), &(), u64::MAX, attempt).await
-}
-
-async fn with_retries_observed<
-    R: Runtime,
-    E: Events,
-    Fut: Future<Output = Result<O, TransportError>>,
-    O,
->(
-    runtime: &R,
-    policy: &RetryPolicy,
-    what: &str,
-    attempt: &Cell<u32>,
-    events: &E,
-    index: u64,
-    mut request: impl FnMut() -> Fut,
-) -> Result<O, UploadError> {
-    loop {
-        match request().await {
-            Ok(value) => return Ok(value),
-            Err(error) => match policy.decide(attempt.get(), &error.failure, runtime.random()) {
-                Decision::GiveUp => return Err(UploadError::from_transport(error, what)),
-                Decision::RetryAfterMs(ms) => {
-                    events.slice(index, SliceState::Retrying, attempt.get());
-                    runtime.sleep(ms).await;
-                    attempt.set(attempt.get() + 1);
-                    events.slice(index, SliceState::Sending, attempt.get());
-                }
-            },
-        }
     }
 }
 

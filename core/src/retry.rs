@@ -84,6 +84,63 @@ impl RetryPolicy {
     }
 }
 
+/// The retry state of one request (a slice, or creating or completing the upload).
+///
+/// Network errors mean the client is offline or the server is down: they are waited out
+/// with capped backoff for up to `offline_timeout_ms` without spending the retry budget,
+/// so an upload survives a laptop's sleep or a server restart. Every other retryable
+/// failure spends one retry.
+#[derive(Clone, Debug)]
+pub struct RetryState {
+    policy: RetryPolicy,
+    offline_timeout_ms: Option<f64>,
+    counted_failures: u32,
+    network_failures: u32,
+    offline_since_ms: Option<f64>,
+}
+
+impl RetryState {
+    /// `offline_timeout_ms: None` spends the budget on network errors too.
+    pub fn new(policy: RetryPolicy, offline_timeout_ms: Option<f64>) -> Self {
+        Self {
+            policy,
+            offline_timeout_ms,
+            counted_failures: 0,
+            network_failures: 0,
+            offline_since_ms: None,
+        }
+    }
+
+    /// Attempts made so far, counting the one about to be made as 1-based.
+    pub fn attempt(&self) -> u32 {
+        self.counted_failures + self.network_failures + 1
+    }
+
+    /// Decides after a failure at `now_ms`.
+    pub fn on_failure(&mut self, now_ms: f64, failure: &Failure, random: f64) -> Decision {
+        match (failure, self.offline_timeout_ms) {
+            (Failure::Network, Some(offline_timeout_ms)) => {
+                let since = *self.offline_since_ms.get_or_insert(now_ms);
+                if now_ms - since >= offline_timeout_ms {
+                    return Decision::GiveUp;
+                }
+                self.network_failures += 1;
+                let unlimited = RetryPolicy {
+                    retries: u32::MAX,
+                    ..self.policy
+                };
+                unlimited.decide(self.network_failures, failure, random)
+            }
+            _ => {
+                self.offline_since_ms = None;
+                self.network_failures = 0;
+                self.counted_failures += 1;
+                self.policy.decide(self.counted_failures, failure, random)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +209,46 @@ mod tests {
         assert_eq!(p.decide(1, &status(400), 0.5), Decision::GiveUp);
         assert_eq!(
             RetryPolicy::with_retries(0).decide(1, &Failure::Network, 0.5),
+            Decision::GiveUp
+        );
+    }
+
+    #[test]
+    fn network_errors_are_waited_out_until_the_offline_timeout() {
+        let mut state = RetryState::new(RetryPolicy::with_retries(1), Some(60_000.0));
+        let mut now = 0.0;
+        for _ in 0..20 {
+            match state.on_failure(now, &Failure::Network, 1.0) {
+                Decision::RetryAfterMs(ms) => {
+                    assert!(ms <= 20_000.0);
+                    now += ms;
+                }
+                Decision::GiveUp => break,
+            }
+        }
+        assert!(now >= 60_000.0, "waited {now} ms");
+        assert_eq!(
+            state.on_failure(now, &Failure::Network, 1.0),
+            Decision::GiveUp
+        );
+        // Other failures still spend the budget of 1 retry.
+        let mut state = RetryState::new(RetryPolicy::with_retries(1), Some(60_000.0));
+        assert!(matches!(
+            state.on_failure(0.0, &Failure::Stalled, 0.5),
+            Decision::RetryAfterMs(_)
+        ));
+        assert_eq!(
+            state.on_failure(1.0, &Failure::Stalled, 0.5),
+            Decision::GiveUp
+        );
+        // Without an offline timeout, network errors spend it too.
+        let mut state = RetryState::new(RetryPolicy::with_retries(1), None);
+        assert!(matches!(
+            state.on_failure(0.0, &Failure::Network, 0.5),
+            Decision::RetryAfterMs(_)
+        ));
+        assert_eq!(
+            state.on_failure(1.0, &Failure::Network, 0.5),
             Decision::GiveUp
         );
     }

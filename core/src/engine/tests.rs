@@ -47,8 +47,9 @@ impl Runtime for FakeRuntime {
     }
     async fn sleep(&self, ms: f64) {
         self.slept_ms.borrow_mut().push(ms);
+        // Longer sleeps let more of everything else run: one turn per 10 ms.
+        YieldTimes((ms / 10.0).ceil() as u32 + 1).await;
         self.now_ms.set(self.now_ms.get() + ms);
-        YieldTimes(1).await;
     }
     fn random(&self) -> f64 {
         0.5
@@ -107,6 +108,13 @@ impl SliceSource for VecSource {
     fn size_bytes(&self) -> Option<u64> {
         self.announce_size.then_some(self.bytes.len() as u64)
     }
+    fn chunk_size_bytes(&self) -> u64 {
+        self.chunk
+    }
+    fn set_chunk_size(&mut self, chunk_size_bytes: u64) {
+        assert_eq!(self.next, 0, "set_chunk_size after reading");
+        self.chunk = chunk_size_bytes;
+    }
     async fn next(&mut self) -> Result<Read<Self::Body>, SourceError> {
         YieldTimes(2).await;
         let start = self.next * self.chunk;
@@ -149,6 +157,10 @@ struct FakeServer {
     failures: RefCell<HashMap<u64, (u32, Failure)>>,
     deleted: Cell<bool>,
     metadata: RefCell<Option<BTreeMap<String, String>>>,
+    /// Slices whose first attempt never answers.
+    hang_once: RefCell<Vec<u64>>,
+    /// Index of each PUT, in the order they started.
+    started: RefCell<Vec<u64>>,
 }
 
 fn fail(failure: Failure) -> TransportError {
@@ -180,6 +192,15 @@ impl Transport for FakeServer {
     ) -> Result<(), TransportError> {
         assert_eq!(location, "http://test/uploads/abc");
         self.puts.set(self.puts.get() + 1);
+        self.started.borrow_mut().push(slice.index);
+        let hang = {
+            let mut hang_once = self.hang_once.borrow_mut();
+            let found = hang_once.iter().position(|&i| i == slice.index);
+            found.map(|at| hang_once.remove(at)).is_some()
+        };
+        if hang {
+            futures_util::future::pending::<()>().await;
+        }
         self.in_flight.set(self.in_flight.get() + 1);
         self.max_in_flight
             .set(self.max_in_flight.get().max(self.in_flight.get()));
@@ -220,6 +241,21 @@ impl Transport for FakeServer {
             id: "abc".into(),
             size: bytes.len() as u64,
             sha256: protocol::hex(&Sha256::digest(&bytes)),
+        })
+    }
+    async fn status(&self, _location: &str) -> Result<Status, TransportError> {
+        let stored = self.stored.borrow();
+        let chunk = self.chunk.get();
+        Ok(Status {
+            id: "abc".into(),
+            chunk_size: chunk,
+            size: None,
+            received: stored
+                .keys()
+                .map(|&offset| [offset / chunk, offset / chunk + 1])
+                .collect(),
+            bytes_received: stored.values().map(|b| b.len() as u64).sum(),
+            complete: false,
         })
     }
     async fn delete(&self, _location: &str) -> Result<(), TransportError> {
@@ -287,8 +323,9 @@ fn upload(
         transport: server,
         runtime: &runtime,
         events: &events,
+        control: &Control::default(),
     };
-    let result = futures_executor::block_on(engine.run(None));
+    let result = futures_executor::block_on(engine.run(Start::New(None)));
     assert!(
         max_live.get() <= max_in_flight as usize + 1,
         "{} slice bodies alive at once with maxInFlight {max_in_flight}",
@@ -392,17 +429,149 @@ fn client_errors_fail_at_once_with_the_server_message() {
 #[test]
 fn retry_budget_runs_out() {
     let server = FakeServer::default();
-    server
-        .failures
-        .borrow_mut()
-        .insert(0, (100, Failure::Network));
+    server.failures.borrow_mut().insert(
+        0,
+        (
+            100,
+            Failure::Status {
+                status: 502,
+                retry_after_ms: None,
+            },
+        ),
+    );
     let (result, _) = upload(pattern(2 * CHUNK as usize), CHUNK, 2, &server);
     let err = result.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Network);
+    assert_eq!(err.code, ErrorCode::HttpStatus);
+    assert_eq!(err.status, Some(502));
     assert_eq!(
         server.puts.get() - 1,
         5 + 1,
         "first attempt + 5 retries of slice 0, plus slice 1 once"
+    );
+}
+
+#[test]
+fn network_errors_are_waited_out_and_do_not_spend_the_budget() {
+    let server = FakeServer::default();
+    // 30 network failures in a row: far past the 5 retries, well within 10 minutes.
+    server
+        .failures
+        .borrow_mut()
+        .insert(1, (30, Failure::Network));
+    let bytes = pattern(3 * CHUNK as usize);
+    let (result, _) = upload(bytes.clone(), CHUNK, 2, &server);
+    result.unwrap();
+    assert_eq!(server.assembled(), bytes);
+
+    // Offline for good: fails once the offline timeout has passed.
+    let server = FakeServer::default();
+    server
+        .failures
+        .borrow_mut()
+        .insert(0, (u32::MAX, Failure::Network));
+    let (result, _) = upload(pattern(CHUNK as usize), CHUNK, 1, &server);
+    let err = result.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Network);
+    assert!(server.puts.get() > 30, "{} attempts", server.puts.get());
+}
+
+#[test]
+fn a_stalled_request_is_aborted_and_retried() {
+    let server = FakeServer::default();
+    server.hang_once.borrow_mut().extend([1, 3]);
+    let bytes = pattern(5 * CHUNK as usize);
+    let (result, events) = upload(bytes.clone(), CHUNK, 2, &server);
+    result.unwrap();
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(server.puts.get(), 7);
+    let retried: Vec<u64> = events
+        .states
+        .borrow()
+        .iter()
+        .filter(|s| s.1 == SliceState::Retrying)
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(retried, vec![1, 3]);
+}
+
+#[test]
+fn no_request_starts_while_paused() {
+    let server = FakeServer::default();
+    let options = options(CHUNK, 3);
+    let runtime = FakeRuntime::new();
+    let control = Control::default();
+    let bytes = pattern(12 * CHUNK as usize);
+    let engine = Engine {
+        options: &options,
+        source: VecSource::new(bytes.clone(), CHUNK),
+        transport: &server,
+        runtime: &runtime,
+        events: &(),
+        control: &control,
+    };
+    let driver = async {
+        while server.puts.get() < 4 {
+            YieldTimes(1).await;
+        }
+        control.pause();
+        let at_pause = server.puts.get();
+        YieldTimes(2000).await;
+        assert_eq!(
+            server.puts.get(),
+            at_pause,
+            "a request started while paused"
+        );
+        assert_eq!(
+            server.in_flight.get(),
+            0,
+            "in-flight requests finish while paused"
+        );
+        control.resume();
+    };
+    let (result, ()) = futures_executor::block_on(futures_util::future::join(
+        engine.run(Start::New(None)),
+        driver,
+    ));
+    result.unwrap();
+    assert!(!control.is_paused());
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(server.puts.get(), 12);
+}
+
+#[test]
+fn resume_sends_only_the_missing_slices_and_checks_the_whole_file() {
+    let bytes = pattern(6 * CHUNK as usize + 10);
+    let server = FakeServer::default();
+    server.chunk.set(CHUNK);
+    for i in [0u64, 2, 3] {
+        let range = (i * CHUNK) as usize..((i + 1) * CHUNK) as usize;
+        server
+            .stored
+            .borrow_mut()
+            .insert(i * CHUNK, bytes[range].to_vec());
+    }
+    // Asked with another chunk size: the server's slicing wins.
+    let options = options(2 * CHUNK, 2);
+    let runtime = FakeRuntime::new();
+    let control = Control::default();
+    let engine = Engine {
+        options: &options,
+        source: VecSource::new(bytes.clone(), 2 * CHUNK),
+        transport: &server,
+        runtime: &runtime,
+        events: &(),
+        control: &control,
+    };
+    let outcome =
+        futures_executor::block_on(engine.run(Start::Resume("http://test/uploads/abc".into())))
+            .unwrap();
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(server.puts.get(), 4, "slices 1, 4, 5 and 6");
+    assert_eq!(outcome.resumed_slices, 3);
+    assert_eq!(outcome.slices, 7);
+    assert_eq!(
+        outcome.local_sha256.as_deref(),
+        Some(outcome.sha256.as_str())
     );
 }
 
@@ -433,9 +602,11 @@ fn unknown_size_is_fixed_at_the_end_and_metadata_is_sent() {
         transport: &server,
         runtime: &runtime,
         events: &(),
+        control: &Control::default(),
     };
     let metadata = BTreeMap::from([("name".to_string(), "a.bin".to_string())]);
-    let outcome = futures_executor::block_on(engine.run(Some(metadata.clone()))).unwrap();
+    let outcome =
+        futures_executor::block_on(engine.run(Start::New(Some(metadata.clone())))).unwrap();
     assert_eq!(outcome.size_bytes, bytes.len() as u64);
     assert_eq!(server.assembled(), bytes);
     assert_eq!(server.metadata.borrow().as_ref(), Some(&metadata));
