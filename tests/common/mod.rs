@@ -42,6 +42,7 @@ export async function faultStats(server, key) {
   return (await fetch(`${server}/_test/faults/${key}`)).json();
 }
 export async function httpStatus(url) { return (await fetch(url)).status; }
+export async function httpDelete(url) { return (await fetch(url, { method: "DELETE" })).status; }
 export function sliceRecorder() {
   const rec = { events: [], sending: new Set(), maxSending: 0 };
   rec.onSlice = (e) => {
@@ -76,6 +77,8 @@ extern "C" {
     async fn fault_stats_js(server: &str, key: &str) -> JsValue;
     #[wasm_bindgen(js_name = httpStatus)]
     async fn http_status_js(url: &str) -> JsValue;
+    #[wasm_bindgen(js_name = httpDelete)]
+    async fn http_delete_js(url: &str) -> JsValue;
     #[wasm_bindgen(js_name = sliceRecorder)]
     pub fn slice_recorder() -> JsValue;
     #[wasm_bindgen(js_name = progressRecorder)]
@@ -153,6 +156,11 @@ pub async fn fault_stats(key: &str) -> JsValue {
 /// The HTTP status of a GET.
 pub async fn http_status(url: &str) -> u16 {
     http_status_js(url).await.as_f64().unwrap() as u16
+}
+
+/// The HTTP status of a DELETE.
+pub async fn http_delete(url: &str) -> u16 {
+    http_delete_js(url).await.as_f64().unwrap() as u16
 }
 
 /// A fault key unique to this test run.

@@ -1,0 +1,290 @@
+//! Pause and resume, the stall watchdog, and resuming uploads, in a real browser against
+//! the real server with injected faults.
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use chunkwise::Upload;
+use common::*;
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const CHUNK: f64 = 256.0 * 1024.0;
+
+async fn sleep_ms(ms: u32) {
+    gloo_timers::future::TimeoutFuture::new(ms).await;
+}
+
+fn with_key(key: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut options = json!({"endpoint": endpoint(), "chunkSize": CHUNK, "headers": {"x-chunkwise-fault-key": key}});
+    options
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    options
+}
+
+#[wasm_bindgen_test]
+async fn no_request_starts_while_paused() {
+    let key = unique_key("pause");
+    set_faults(&key, json!([{"delayMs": 150, "times": 1000}])).await;
+    let blob = pattern_blob(12.0 * CHUNK, 31);
+    let upload = Upload::new(
+        blob.clone().into(),
+        options(with_key(&key, json!({"maxInFlight": 2})), &[]),
+    )
+    .unwrap();
+    let promise = JsFuture::from(upload.start());
+    let (result, ()) = futures_util::future::join(promise, async {
+        sleep_ms(400).await;
+        upload.pause();
+        assert!(upload.paused());
+        let at_pause = number(&fault_stats(&key).await, "puts");
+        sleep_ms(1500).await;
+        let stats = fault_stats(&key).await;
+        assert_eq!(
+            number(&stats, "puts"),
+            at_pause,
+            "a request started while paused"
+        );
+        assert_eq!(
+            number(&stats, "inFlight"),
+            0.0,
+            "in-flight requests finished"
+        );
+        upload.resume();
+        assert!(!upload.paused());
+    })
+    .await;
+    let result = result.unwrap();
+    assert_uploaded(&result, &blob).await;
+    assert_eq!(
+        number(&fault_stats(&key).await, "puts"),
+        12.0,
+        "nothing sent twice"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_stalled_slice_is_aborted_by_the_watchdog_and_retried() {
+    let key = unique_key("stall");
+    // Slice 1's first request gets no answer for 20 s.
+    set_faults(&key, json!([{"slice": 1, "delayMs": 20000, "times": 1}])).await;
+    let blob = pattern_blob(4.0 * CHUNK, 32);
+    let slices = slice_recorder();
+    let started = js_sys::Date::now();
+    let result = run(
+        &blob,
+        options(
+            with_key(&key, json!({"stallTimeoutMs": 1000})),
+            &[("onSlice", &callback(&slices, "onSlice"))],
+        ),
+    )
+    .await
+    .unwrap();
+    let elapsed = js_sys::Date::now() - started;
+    assert_uploaded(&result, &blob).await;
+    assert!(
+        elapsed < 10_000.0,
+        "took {elapsed} ms: the stalled request was waited out"
+    );
+    assert_eq!(
+        number(&fault_stats(&key).await, "puts"),
+        5.0,
+        "4 slices + 1 retry"
+    );
+    let events = js_sys::Array::from(&prop(&slices, "events"));
+    let retried: Vec<f64> = events
+        .iter()
+        .filter(|e| string(e, "state") == "retrying")
+        .map(|e| number(&e, "index"))
+        .collect();
+    assert_eq!(retried, vec![1.0]);
+}
+
+#[wasm_bindgen_test]
+async fn resume_from_sends_only_the_missing_slices() {
+    let key = unique_key("resume-from");
+    // Slice 5 is refused for good the first time, so the first upload fails part way.
+    set_faults(&key, json!([{"slice": 5, "status": 409, "times": 1}])).await;
+    let blob = pattern_blob(8.0 * CHUNK + 99.0, 33);
+    let first = Upload::new(
+        blob.clone().into(),
+        options(
+            with_key(&key, json!({"maxInFlight": 1, "resume": false})),
+            &[],
+        ),
+    )
+    .unwrap();
+    let error = JsFuture::from(first.start()).await.unwrap_err();
+    assert_eq!(number(&error, "status"), 409.0);
+    let location = first.location().unwrap();
+    let sent_before = number(&fault_stats(&key).await, "puts");
+
+    let second_key = unique_key("resume-from-2");
+    set_faults(&second_key, json!([])).await;
+    let result = run(
+        &blob,
+        options(
+            with_key(
+                &second_key,
+                json!({"resumeFrom": location.clone(), "chunkSize": 4.0 * CHUNK}),
+            ),
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_uploaded(&result, &blob).await;
+    assert_eq!(string(&result, "location"), location);
+    assert_eq!(
+        number(&result, "resumedSlices"),
+        5.0,
+        "slices 0-4 were already there"
+    );
+    assert_eq!(
+        number(&fault_stats(&second_key).await, "puts"),
+        4.0,
+        "only slices 5-8 were sent"
+    );
+    assert_eq!(sent_before, 6.0);
+}
+
+#[wasm_bindgen_test]
+async fn the_same_file_resumes_from_indexeddb_and_find_previous_lists_it() {
+    let key = unique_key("remembered");
+    set_faults(&key, json!([{"slice": 3, "status": 400, "times": 1}])).await;
+    let file = pattern_file(6.0 * CHUNK, 34, "remembered.bin");
+    let first = Upload::new(
+        file.clone().into(),
+        options(with_key(&key, json!({"maxInFlight": 1})), &[]),
+    )
+    .unwrap();
+    JsFuture::from(first.start()).await.unwrap_err();
+    let location = first.location().unwrap();
+
+    let previous = JsFuture::from(Upload::find_previous(file.clone().into()))
+        .await
+        .unwrap();
+    let previous = js_sys::Array::from(&previous);
+    assert_eq!(previous.length(), 1);
+    assert_eq!(string(&previous.get(0), "location"), location);
+    assert_eq!(number(&previous.get(0), "bytesReceived"), 3.0 * CHUNK);
+
+    // A new Upload of the same file, as after a reload: it continues where the first stopped.
+    let result = run(&file, options(with_key(&key, json!({})), &[]))
+        .await
+        .unwrap();
+    assert_uploaded(&result, &file).await;
+    assert_eq!(string(&result, "location"), location);
+    assert_eq!(number(&result, "resumedSlices"), 3.0);
+    assert_eq!(
+        number(&fault_stats(&key).await, "puts"),
+        4.0 + 3.0,
+        "3 + the refused one, then 3 more"
+    );
+    let previous = JsFuture::from(Upload::find_previous(file.clone().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        js_sys::Array::from(&previous).length(),
+        0,
+        "forgotten once complete"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_remembered_upload_the_server_lost_starts_over() {
+    let key = unique_key("lost");
+    set_faults(&key, json!([{"slice": 1, "status": 400, "times": 1}])).await;
+    let file = pattern_file(3.0 * CHUNK, 35, "lost.bin");
+    let first = Upload::new(
+        file.clone().into(),
+        options(with_key(&key, json!({"maxInFlight": 1})), &[]),
+    )
+    .unwrap();
+    JsFuture::from(first.start()).await.unwrap_err();
+    let location = first.location().unwrap();
+    assert_eq!(http_delete(&location).await, 204);
+
+    let result = run(&file, options(with_key(&key, json!({})), &[]))
+        .await
+        .unwrap();
+    assert_uploaded(&result, &file).await;
+    assert_ne!(string(&result, "location"), location);
+    assert_eq!(number(&result, "resumedSlices"), 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn server_errors_on_many_slices_still_end_byte_identical() {
+    let key = unique_key("flaky");
+    let rules: Vec<serde_json::Value> = (0..20)
+        .filter(|i| i % 3 == 0)
+        .map(|i| {
+            let status = [500, 503, 502, 429][i % 4];
+            json!({"slice": i, "status": status, "times": 1})
+        })
+        .collect();
+    set_faults(&key, json!(rules)).await;
+    let blob = pattern_blob(20.0 * CHUNK, 36);
+    let result = run(
+        &blob,
+        options(with_key(&key, json!({"maxInFlight": 4})), &[]),
+    )
+    .await
+    .unwrap();
+    assert_uploaded(&result, &blob).await;
+    assert_eq!(number(&fault_stats(&key).await, "injected"), 7.0);
+}
+
+#[wasm_bindgen_test]
+fn resume_options_are_checked() {
+    let blob: JsValue = pattern_blob(10.0, 1).into();
+    let stream: JsValue = irregular_stream(&pattern_blob(10.0, 1)).into();
+    for (source, opts, error_type, name) in [
+        (
+            &blob,
+            json!({"endpoint": endpoint(), "resume": "yes"}),
+            "TypeError",
+            "resume",
+        ),
+        (
+            &blob,
+            json!({"endpoint": endpoint(), "resumeFrom": 5}),
+            "TypeError",
+            "resumeFrom",
+        ),
+        (
+            &stream,
+            json!({"endpoint": endpoint(), "resumeFrom": "AAAAAAAAAAAAAAAAAAAAAA"}),
+            "TypeError",
+            "resumeFrom",
+        ),
+        (
+            &blob,
+            json!({"endpoint": endpoint(), "stallTimeoutMs": 10}),
+            "RangeError",
+            "stallTimeoutMs",
+        ),
+        (
+            &blob,
+            json!({"endpoint": endpoint(), "offlineTimeoutMs": -1}),
+            "RangeError",
+            "offlineTimeoutMs",
+        ),
+    ] {
+        let error = Upload::new(source.clone(), options(opts.clone(), &[]))
+            .err()
+            .unwrap();
+        assert_eq!(string(&error, "name"), error_type, "{opts}");
+        assert!(
+            string(&error, "message").contains(name),
+            "{}",
+            string(&error, "message")
+        );
+    }
+}
