@@ -20,6 +20,7 @@ const ERROR_WORDS = {
 let wasm;
 let file = null;
 let controller = null;
+let upload = null;
 let map = null;
 let peakInFlight = 0;
 const sending = new Set();
@@ -41,9 +42,11 @@ function formatDuration(seconds) {
 
 function setState(state) {
   document.body.dataset.state = state;
-  const busy = state === "uploading";
+  const busy = state === "uploading" || state === "paused";
   $("start").disabled = busy || !file;
   $("cancel").disabled = !busy;
+  $("pause").disabled = state !== "uploading";
+  $("resume").disabled = state !== "paused";
   for (const id of ["file", "chunk-size", "max-in-flight", "digest"]) $(id).disabled = busy;
 }
 
@@ -55,6 +58,18 @@ function chooseFile(chosen) {
   $("error").hidden = true;
   setState("ready");
   buildMap(Math.ceil(file.size / Number($("chunk-size").value)));
+  showPrevious(file);
+}
+
+// Tells the person when this file was partly uploaded before (after a reload, say).
+async function showPrevious(chosen) {
+  $("previous").hidden = true;
+  const previous = await Upload.findPrevious(chosen);
+  if (chosen !== file || previous.length === 0) return;
+  const p = previous[0];
+  const done = p.bytesReceived == null ? "" : `: ${formatBytes(p.bytesReceived)} of ${formatBytes(p.size)} already on the server`;
+  $("previous").textContent = `This file was partly uploaded before${done}. Start continues that upload and sends only the rest.`;
+  $("previous").hidden = false;
 }
 
 // One cell per slice, or per group of slices once there are more than MAX_CELLS.
@@ -126,6 +141,7 @@ function showMemory() {
 function showError(error) {
   const words = ERROR_WORDS[error.code] ?? "The upload failed.";
   const status = error.status ? ` (HTTP ${error.status})` : "";
+  if (error.code === "aborted") $("previous").hidden = true;
   $("error").textContent = error.code === "aborted" ? words : `${words}${status} ${error.message}`;
   $("error").hidden = false;
 }
@@ -143,7 +159,7 @@ async function start() {
   $("max-shown").value = maxInFlight;
   onProgress({ bytesSent: 0, bytesTotal: file.size, bytesPerSecond: 0, etaSeconds: null });
   controller = new AbortController();
-  let upload;
+  $("previous").hidden = true;
   try {
     upload = new Upload(file, {
       endpoint: "/uploads",
@@ -165,12 +181,16 @@ async function start() {
     const result = await upload.start();
     showResult(result);
     setState("done");
+    if (result.resumedSlices) {
+      $("upload-id").textContent += ` (${result.resumedSlices} slices were already on the server)`;
+    }
   } catch (error) {
     showError(error);
     setState(error.code === "aborted" ? "cancelled" : "error");
   } finally {
     sending.clear();
     $("in-flight").value = 0;
+    upload = null;
   }
 }
 
@@ -199,6 +219,8 @@ $("chunk-size").addEventListener("change", () => file && buildMap(Math.ceil(file
 $("max-in-flight").addEventListener("change", (e) => { $("max-shown").value = e.target.value; });
 $("start").addEventListener("click", start);
 $("cancel").addEventListener("click", () => controller?.abort());
+$("pause").addEventListener("click", () => { upload?.pause(); setState("paused"); });
+$("resume").addEventListener("click", () => { upload?.resume(); setState("uploading"); });
 for (const type of ["dragenter", "dragover"]) {
   document.addEventListener(type, (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
 }

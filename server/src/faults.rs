@@ -38,6 +38,9 @@ pub struct Rule {
     /// Wait this long before handling (or failing) the request.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Apply to this fraction of matching requests (chosen at random); all when absent.
+    #[serde(default)]
+    pub probability: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -88,6 +91,13 @@ impl Drop for InFlight {
     }
 }
 
+/// Uniform in `[0, 1)`; test-only, so the OS generator per call is cheap enough.
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn slice_index(path: &str) -> Option<u64> {
     let rest = path.strip_prefix("/uploads/")?;
     let (_, index) = rest.split_once("/slices/")?;
@@ -119,10 +129,11 @@ impl Faults {
             entry.stats.puts += 1;
             entry.stats.in_flight += 1;
             entry.stats.max_in_flight = entry.stats.max_in_flight.max(entry.stats.in_flight);
-            let rule = entry
-                .rules
-                .iter_mut()
-                .find(|r| r.times > 0 && r.slice.is_none_or(|s| s == index));
+            let rule = entry.rules.iter_mut().find(|r| {
+                r.times > 0
+                    && r.slice.is_none_or(|s| s == index)
+                    && r.probability.is_none_or(|p| random_fraction() < p)
+            });
             rule.map(|r| {
                 r.times -= 1;
                 r.clone()

@@ -11,11 +11,11 @@ export const ROOT = resolve(import.meta.dirname, "../..");
 export const ARTIFACTS = join(ROOT, "target/e2e");
 mkdirSync(ARTIFACTS, { recursive: true });
 
-/** Starts target/release/chunkwise-server on a free loopback port with a fresh data dir. */
-export async function startServer(extraArgs = []) {
-  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-"));
+/** Starts target/release/chunkwise-server on a free loopback port (or `listen`) with a
+ * fresh data dir (or `dataDir`). */
+export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")) } = {}) {
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
-    "--listen", "127.0.0.1:0", "--data-dir", dataDir,
+    "--listen", listen, "--data-dir", dataDir,
     "--www", join(ROOT, "www"), "--pkg", join(ROOT, "pkg"), ...extraArgs,
   ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   const lines = createInterface({ input: proc.stdout });
@@ -29,6 +29,12 @@ export async function startServer(extraArgs = []) {
   return {
     url,
     dataDir,
+    port: Number(new URL(url).port),
+    /** SIGKILL: no chance to flush or clean up. */
+    async kill9() {
+      proc.kill("SIGKILL");
+      if (proc.exitCode === null && proc.signalCode === null) await new Promise((ok) => proc.once("exit", ok));
+    },
     async stop() {
       if (proc.exitCode !== null) return;
       proc.kill("SIGTERM");
@@ -76,4 +82,41 @@ export function watchErrors(page) {
   page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   return errors;
+}
+
+/** The fault-injection rules and statistics of a test server (`--enable-fault-injection`). */
+export async function setFaults(base, key, rules) {
+  const r = await fetch(`${base}/_test/faults/${key}`, { method: "POST", body: JSON.stringify(rules) });
+  if (r.status !== 204) throw new Error(`setting faults: ${r.status}`);
+}
+export async function faultStats(base, key) {
+  return (await fetch(`${base}/_test/faults/${key}`)).json();
+}
+
+/** Starts an upload of the page's chosen file with the library itself; returns at once. */
+export async function startLibraryUpload(page, options) {
+  await page.evaluate(async (options) => {
+    const { default: init, Upload } = await import("/pkg/chunkwise.js");
+    await init();
+    const file = document.getElementById("file").files[0];
+    window.__sends = {};
+    window.__upload = new Upload(file, {
+      endpoint: "/uploads",
+      ...options,
+      onProgress: (p) => { window.__progress = p; },
+      onSlice: (e) => { if (e.state === "sending") window.__sends[e.index] = (window.__sends[e.index] ?? 0) + 1; },
+    });
+    window.__outcome = window.__upload.start().then(
+      (result) => ({ result }),
+      (error) => ({ error: { name: error.name, code: error.code, status: error.status, message: error.message } }),
+    );
+  }, options);
+}
+
+export async function waitForProgress(page, fraction, timeout = 60_000) {
+  await page.waitForFunction((f) => window.__progress && window.__progress.bytesSent >= f * window.__progress.bytesTotal, fraction, { timeout });
+}
+
+export function libraryOutcome(page) {
+  return page.evaluate(() => window.__outcome);
 }
