@@ -4,7 +4,7 @@
 //   node --experimental-websocket bench/run.mjs [--sizes 256M,1G] [--runs 3] [--sweep] [--quick]
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -32,6 +32,8 @@ const methods = [
   { name: "XHR.send(File) whole", method: "xhr" },
   { name: "chunkwise defaults", method: "chunkwise", options: {} },
   { name: "chunkwise digest none", method: "chunkwise", options: { digest: "none" } },
+  { name: "tus-js-client defaults", method: "tus", options: {} },
+  { name: "tus-js-client 8 MiB chunks", method: "tus", options: { chunkSize: 8 * MIB } },
 ];
 if (args.sweep && !args.quick) {
   for (const mib of [1, 4, 8, 32]) {
@@ -67,10 +69,29 @@ async function sourceFile(size) {
   return { path, size, sha256: await sha256File(path) };
 }
 
+/** The page, with tus-js-client's browser build beside it. */
+function pageDir() {
+  const dir = join(OUT, "www");
+  mkdirSync(dir, { recursive: true });
+  for (const name of readdirSync(join(ROOT, "bench/page"))) copyFileSync(join(ROOT, "bench/page", name), join(dir, name));
+  copyFileSync(join(ROOT, "node_modules/tus-js-client/dist/tus.min.js"), join(dir, "tus.min.js"));
+  return dir;
+}
+
+async function startTus() {
+  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-tus-"));
+  const proc = spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = await new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`tus server exited ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
+  });
+  return { url, proc, dataDir };
+}
+
 async function startServer() {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
-    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", join(ROOT, "bench/page"), "--pkg", join(ROOT, "pkg"),
+    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", join(ROOT, "pkg"),
     "--max-chunk-size", String(64 * 1024 * MIB),
   ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   const url = await new Promise((ok, fail) => {
@@ -82,7 +103,9 @@ async function startServer() {
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
-async function measure(browser, page, server, source, m) {
+async function measure(browser, page, servers, source, m) {
+  const server = m.method === "tus" ? servers.tus : servers.chunkwise;
+  const options = m.method === "tus" ? { ...m.options, endpoint: servers.tus.url } : m.options ?? {};
   await page.collectGarbage();
   const heap0 = await page.heapBytes();
   const renderers = await browser.rendererPids();
@@ -101,7 +124,13 @@ async function measure(browser, page, server, source, m) {
   })();
   let result, error;
   try {
-    result = await page.evaluate(`bench.run(${JSON.stringify(m.method)}, ${JSON.stringify(m.options ?? {})})`);
+    result = await page.evaluate(`bench.run(${JSON.stringify(m.method)}, ${JSON.stringify(options)})`);
+    if (m.method === "tus") {
+      const id = new URL(result.url).pathname.split("/").pop();
+      result.sha256 = await sha256File(join(server.dataDir, id));
+      rmSync(join(server.dataDir, id), { force: true });
+      rmSync(join(server.dataDir, `${id}.json`), { force: true });
+    }
   } catch (e) {
     error = e.message;
   }
@@ -121,9 +150,49 @@ async function measure(browser, page, server, source, m) {
 
 const fmtMiB = (b) => `${(b / MIB).toFixed(1)}`;
 
+/** Two panels: median throughput per method and size, and renderer peak growth. */
+function chart(rows, meta) {
+  const sizeList = [...new Set(rows.map((r) => r.size))];
+  const names = [...new Set(rows.map((r) => r.method))];
+  const colors = ["#2457d6", "#e5533d", "#2ea868", "#f2a93b", "#8e59c7"];
+  const bar = 10, gap = 6, label = 230, width = 920, plot = (width - label - 60) / 2;
+  const rowHeight = sizeList.length * bar + gap;
+  const height = 70 + names.length * rowHeight + 30;
+  const maxSpeed = Math.max(...rows.map((r) => r.mibPerSecond ?? 0), 1);
+  const maxMem = Math.max(...rows.map((r) => r.rendererGrowth), 1);
+  const esc = (t) => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;");
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    `<text x="10" y="18" font-size="13" font-weight="bold">chunkwise benchmark, ${esc(meta.date)}: ${esc(meta.browser)}, ${esc(meta.machine)}</text>`,
+    `<text x="${label}" y="42" font-weight="bold">throughput, MiB/s (median)</text>`,
+    `<text x="${label + plot + 40}" y="42" font-weight="bold">renderer peak growth, MiB</text>`];
+  sizeList.forEach((size, i) => {
+    out.push(`<rect x="${10 + i * 110}" y="${height - 20}" width="10" height="10" fill="${colors[i % colors.length]}"/>`,
+      `<text x="${24 + i * 110}" y="${height - 11}">${esc(fmtMiB(size))} MiB file</text>`);
+  });
+  names.forEach((name, n) => {
+    const y0 = 55 + n * rowHeight;
+    out.push(`<text x="${label - 8}" y="${y0 + rowHeight / 2}" text-anchor="end">${esc(name)}</text>`);
+    sizeList.forEach((size, i) => {
+      const r = rows.find((x) => x.method === name && x.size === size);
+      const y = y0 + i * bar;
+      const speed = r?.mibPerSecond ?? 0;
+      const w1 = (speed / maxSpeed) * plot, w2 = ((r?.rendererGrowth ?? 0) / maxMem) * plot;
+      out.push(`<rect x="${label}" y="${y}" width="${w1.toFixed(1)}" height="${bar - 1}" fill="${colors[i % colors.length]}"/>`,
+        `<text x="${label + w1 + 3}" y="${y + bar - 2}" font-size="9">${speed ? speed.toFixed(0) : "failed"}</text>`,
+        `<rect x="${label + plot + 40}" y="${y}" width="${w2.toFixed(1)}" height="${bar - 1}" fill="${colors[i % colors.length]}"/>`,
+        `<text x="${label + plot + 43 + w2}" y="${y + bar - 2}" font-size="9">${fmtMiB(r?.rendererGrowth ?? 0)}</text>`);
+    });
+  });
+  out.push("</svg>");
+  return out.join("\n");
+}
+
 async function main() {
   mkdirSync(OUT, { recursive: true });
   const server = await startServer();
+  const tus = await startTus();
+  const servers = { chunkwise: server, tus };
   const browser = await Chromium.launch();
   const version = (await browser.send("Browser.getVersion")).product;
   const page = await browser.open(`${server.url}/`);
@@ -134,7 +203,7 @@ async function main() {
       await page.setFile("#file", source.path);
       for (let run = 0; run < runs; run++) {
         for (const m of methods) {
-          const r = await measure(browser, page, server, source, m);
+          const r = await measure(browser, page, servers, source, m);
           results.push({ ...r, run });
           console.log(`${fmtMiB(size)} MiB  run ${run + 1}/${runs}  ${m.name.padEnd(26)} ${r.ok ? `${r.mibPerSecond.toFixed(0).padStart(5)} MiB/s` : `FAILED ${r.error}`}  heap +${fmtMiB(r.heapGrowth)} MiB  renderer +${fmtMiB(r.rendererGrowth)} MiB  server ${fmtMiB(r.serverPeakRss)} MiB`);
           rmSync(join(server.dataDir, "files"), { recursive: true, force: true });
@@ -145,6 +214,7 @@ async function main() {
   } finally {
     await browser.close();
     server.proc.kill("SIGTERM");
+    tus.proc.kill("SIGTERM");
   }
 
   const rows = [];
@@ -174,9 +244,13 @@ async function main() {
     ...rows.map((r) => `| ${fmtMiB(r.size)} MiB | ${r.method} | ${r.mibPerSecond == null ? `failed` : `${r.mibPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)})`} | ${r.ratio == null ? "–" : r.ratio.toFixed(2)} | ${fmtMiB(r.heapGrowth)} MiB | ${fmtMiB(r.rendererGrowth)} MiB | ${fmtMiB(r.wasmBytes)} MiB | ${fmtMiB(r.serverPeakRss)} MiB |`),
   ];
   writeFileSync(join(OUT, "results.md"), lines.join("\n") + "\n");
+  writeFileSync(join(OUT, "chart.svg"), chart(rows, meta));
   console.log("\n" + lines.join("\n"));
-  const failed = rows.reduce((n, r) => n + r.failed, 0);
-  console.log(`\nbench: ${rows.length - rows.filter((r) => r.failed).length} methods ok, ${failed} failed runs; results in ${OUT}`);
+  const failed = results.filter((r) => !r.ok).length;
+  console.log(`\nresults in ${OUT}/results.{json,md} and chart.svg`);
+  // The smoke mode runs in the test command: one line per run for its summary.
+  console.log(`# pass ${results.length - failed}`);
+  console.log(`# fail ${failed}`);
   process.exitCode = failed ? 1 : 0;
 }
 

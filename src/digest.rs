@@ -54,30 +54,69 @@ pub fn update(hashers: &mut [&mut Sha256], bytes: &Uint8Array) {
     });
 }
 
-/// The SHA-256 of one slice's bytes, feeding the same bytes to `file_hash`.
-pub async fn slice_and_file(
-    bytes: &Uint8Array,
-    file_hash: &mut Sha256,
-) -> Result<[u8; 32], SourceError> {
-    let native = SUBTLE.with(|subtle| {
-        subtle
-            .as_ref()
-            .map(|s| s.digest_with_str_and_buffer_source("SHA-256", bytes))
-    });
-    match native {
-        Some(Ok(promise)) => {
-            update(&mut [file_hash], bytes);
-            let digest = JsFuture::from(promise)
-                .await
-                .map_err(|e| SourceError::Read(describe_js_error(&e)))?;
-            let mut out = [0u8; 32];
-            Uint8Array::new(&digest).copy_to(&mut out);
-            Ok(out)
+/// Whether WebCrypto can hash slices here.
+pub fn native_available() -> bool {
+    SUBTLE.with(Option::is_some)
+}
+
+/// The SHA-256 of `bytes` by WebCrypto, which copies them at once and hashes natively on
+/// another thread (only where [`native_available`]).
+pub async fn native_sha256(bytes: &Uint8Array) -> Result<[u8; 32], SourceError> {
+    let read_error = |e: wasm_bindgen::JsValue| SourceError::Read(describe_js_error(&e));
+    let promise = SUBTLE
+        .with(|subtle| {
+            subtle
+                .as_ref()
+                .map(|s| s.digest_with_str_and_buffer_source("SHA-256", bytes))
+        })
+        .ok_or_else(|| SourceError::Read("WebCrypto is not available".into()))?
+        .map_err(read_error)?;
+    let digest = JsFuture::from(promise).await.map_err(read_error)?;
+    let mut out = [0u8; 32];
+    Uint8Array::new(&digest).copy_to(&mut out);
+    Ok(out)
+}
+
+/// Hashes one slice as its chunks arrive: every chunk goes into the whole-file hash at
+/// once (so hashing overlaps the browser's reading of the next chunk); the slice's own
+/// digest comes from WebCrypto over the assembled slice where it exists, else from a
+/// second wasm hash.
+pub struct SliceHasher {
+    slice_hash: Option<Sha256>,
+}
+
+impl SliceHasher {
+    /// A hasher for the next slice.
+    pub fn new() -> Self {
+        Self {
+            slice_hash: (!native_available()).then(Sha256::new),
         }
-        _ => {
-            let mut slice_hash = Sha256::new();
-            update(&mut [&mut slice_hash, file_hash], bytes);
-            Ok(slice_hash.finalize().into())
+    }
+
+    /// Whether the caller must assemble the slice's bytes for [`Self::finish`].
+    pub fn needs_bytes(&self) -> bool {
+        self.slice_hash.is_none()
+    }
+
+    /// Feeds one chunk, in order.
+    pub fn update(&mut self, file_hash: &mut Sha256, chunk: &Uint8Array) {
+        match self.slice_hash.as_mut() {
+            Some(slice_hash) => update(&mut [slice_hash, file_hash], chunk),
+            None => update(&mut [file_hash], chunk),
         }
+    }
+
+    /// The slice's digest; `bytes` are the assembled slice when [`Self::needs_bytes`].
+    pub async fn finish(self, bytes: &Uint8Array) -> Result<[u8; 32], SourceError> {
+        match self.slice_hash {
+            Some(slice_hash) => Ok(slice_hash.finalize().into()),
+            None => native_sha256(bytes).await,
+        }
+    }
+}
+
+impl Default for SliceHasher {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -28,14 +28,33 @@ async function wholeFile(useXhr) {
   }
   const ms = performance.now() - t0;
   const done = await fetch(`/uploads/${created.id}/complete`, { method: "POST", body: "{}" }).then((r) => r.json());
-  return { ms, sha256: done.sha256, bytes: f.size };
+  return { ms, sha256: done.sha256, bytes: f.size, id: created.id };
 }
 
 async function chunkwise(options) {
   const f = file();
   const t0 = performance.now();
   const result = await new Upload(f, { endpoint: "/uploads", ...options }).start();
-  return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size };
+  return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size, id: result.id };
+}
+
+// tus-js-client (loaded as a classic script beside this page) against @tus/server.
+async function tusUpload({ endpoint, chunkSize }) {
+  const f = file();
+  const t0 = performance.now();
+  const url = await new Promise((ok, fail) => {
+    const upload = new window.tus.Upload(f, {
+      endpoint,
+      chunkSize: chunkSize ?? Infinity,
+      retryDelays: [0, 1000, 3000],
+      metadata: { filename: f.name },
+      storeFingerprintForResuming: false,
+      onSuccess: () => ok(upload.url),
+      onError: fail,
+    });
+    upload.start();
+  });
+  return { ms: performance.now() - t0, url, bytes: f.size };
 }
 
 window.bench = {
@@ -43,6 +62,7 @@ window.bench = {
     if (method === "fetch") return wholeFile(false);
     if (method === "xhr") return wholeFile(true);
     if (method === "chunkwise") return chunkwise(options);
+    if (method === "tus") return tusUpload(options);
     throw new Error(`unknown method ${method}`);
   },
   wasmBytes: () => wasm.memory.buffer.byteLength,
