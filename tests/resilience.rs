@@ -28,6 +28,20 @@ fn with_key(key: &str, extra: serde_json::Value) -> serde_json::Value {
     options
 }
 
+/// Uploads `file` one slice at a time with slice `slice` refused for good (400), so that it
+/// stops part way and stays remembered; returns its location.
+async fn fail_at_slice(key: &str, file: &web_sys::Blob, slice: u32) -> String {
+    set_faults(key, json!([{"slice": slice, "status": 400, "times": 1}])).await;
+    let upload = Upload::new(
+        file.clone().into(),
+        options(with_key(key, json!({"maxInFlight": 1})), &[]),
+    )
+    .unwrap();
+    let error = JsFuture::from(upload.start()).await.unwrap_err();
+    assert_eq!(number(&error, "status"), 400.0);
+    upload.location().unwrap()
+}
+
 #[wasm_bindgen_test]
 async fn no_request_starts_while_paused() {
     let key = unique_key("pause");
@@ -157,15 +171,8 @@ async fn resume_from_sends_only_the_missing_slices() {
 #[wasm_bindgen_test]
 async fn the_same_file_resumes_from_indexeddb_and_find_previous_lists_it() {
     let key = unique_key("remembered");
-    set_faults(&key, json!([{"slice": 3, "status": 400, "times": 1}])).await;
     let file = pattern_file(6.0 * CHUNK, 34, "remembered.bin");
-    let first = Upload::new(
-        file.clone().into(),
-        options(with_key(&key, json!({"maxInFlight": 1})), &[]),
-    )
-    .unwrap();
-    JsFuture::from(first.start()).await.unwrap_err();
-    let location = first.location().unwrap();
+    let location = fail_at_slice(&key, &file, 3).await;
 
     let previous = JsFuture::from(Upload::find_previous(file.clone().into()))
         .await
@@ -200,15 +207,8 @@ async fn the_same_file_resumes_from_indexeddb_and_find_previous_lists_it() {
 #[wasm_bindgen_test]
 async fn a_remembered_upload_the_server_lost_starts_over() {
     let key = unique_key("lost");
-    set_faults(&key, json!([{"slice": 1, "status": 400, "times": 1}])).await;
     let file = pattern_file(3.0 * CHUNK, 35, "lost.bin");
-    let first = Upload::new(
-        file.clone().into(),
-        options(with_key(&key, json!({"maxInFlight": 1})), &[]),
-    )
-    .unwrap();
-    JsFuture::from(first.start()).await.unwrap_err();
-    let location = first.location().unwrap();
+    let location = fail_at_slice(&key, &file, 1).await;
     assert_eq!(http_delete(&location).await, 204);
 
     let result = run(&file, options(with_key(&key, json!({})), &[]))

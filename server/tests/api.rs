@@ -474,30 +474,18 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         400,
         "invalid_index",
     );
-    assert_error_pair(
-        server.put(&location, "-1", b"abcd".to_vec(), false).await,
-        400,
-        "invalid_index",
-    );
-    assert_error_pair(
-        server
-            .put(&location, "18446744073709551616", b"abcd".to_vec(), false)
-            .await,
-        400,
-        "invalid_index",
-    );
-    assert_error_pair(
-        server.put(&location, "3", b"abcd".to_vec(), false).await,
-        400,
-        "index_out_of_range",
-    );
-    assert_error_pair(
-        server
-            .put(&location, "4611686018427387904", b"abcd".to_vec(), false)
-            .await,
-        400,
-        "index_out_of_range",
-    );
+    for (index, code) in [
+        ("-1", "invalid_index"),
+        ("18446744073709551616", "invalid_index"),
+        ("3", "index_out_of_range"),
+        ("4611686018427387904", "index_out_of_range"),
+    ] {
+        assert_error_pair(
+            server.put(&location, index, b"abcd".to_vec(), false).await,
+            400,
+            code,
+        );
+    }
     assert_error_pair(
         server.status(&format!("{location}/slices/0/x")).await,
         404,

@@ -18,7 +18,12 @@ export async function startProxy(targetPort) {
     open.add(client);
     open.add(upstream);
     let sinceDraw = 0;
-    const kill = () => { client.destroyed || client.resetAndDestroy(); upstream.destroyed || upstream.resetAndDestroy(); };
+    // A TCP reset towards the browser; the server side is simply closed. (resetAndDestroy
+    // on a socket that is not fully open can leave a handle that keeps node from exiting.)
+    const kill = () => {
+      if (!client.destroyed) client.readyState === "open" ? client.resetAndDestroy() : client.destroy();
+      if (!upstream.destroyed) upstream.destroy();
+    };
     client.on("data", (data) => {
       sinceDraw += data.length;
       // One draw per MiB forwarded towards the server: resets land mid-body.
@@ -49,7 +54,7 @@ export async function startProxy(targetPort) {
     /** Refuses every connection and cuts the open ones for `ms`. */
     async down(ms) {
       state.down = true;
-      for (const socket of open) socket.resetAndDestroy();
+      for (const socket of open) socket.destroy();
       await new Promise((r) => setTimeout(r, ms));
       state.down = false;
     },
