@@ -11,6 +11,9 @@ import {
 import { startProxy } from "./proxy.mjs";
 
 const MIB = 1024 * 1024;
+// The fault runs use 64 MiB in the test command; CHUNKWISE_E2E_FAULT_MIB=1024 is the
+// nightly-style opt-in for 1 GiB.
+const FAULT_MIB = Number(process.env.CHUNKWISE_E2E_FAULT_MIB ?? 64);
 let browser;
 let source;
 before(async () => {
@@ -19,20 +22,20 @@ before(async () => {
 });
 after(async () => { await browser?.close(); });
 
-async function openPage(url) {
+async function openPage(url, file = source) {
   const page = await browser.newPage();
   const errors = watchErrors(page);
   await page.goto(url + "/");
   await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
-  await page.setInputFiles("#file", source.path);
+  await page.setInputFiles("#file", file.path);
   return { page, errors };
 }
 
-async function assertStored(server, outcome) {
+async function assertStored(server, outcome, file = source) {
   assert.ok(outcome.result, `upload failed: ${JSON.stringify(outcome.error)}`);
-  assert.equal(outcome.result.sha256, source.sha256);
-  assert.equal(outcome.result.localSha256, source.sha256);
-  assert.equal(await sha256File(join(server.dataDir, "files", outcome.result.id)), source.sha256);
+  assert.equal(outcome.result.sha256, file.sha256);
+  assert.equal(outcome.result.localSha256, file.sha256);
+  assert.equal(await sha256File(join(server.dataDir, "files", outcome.result.id)), file.sha256);
 }
 
 describe("under injected faults", () => {
@@ -44,10 +47,14 @@ describe("under injected faults", () => {
   });
   after(async () => { proxy?.close(); await server?.stop(); });
 
+  let faultSource;
+  before(() => { faultSource = FAULT_MIB === 64 ? source : randomFile(FAULT_MIB * MIB, "resilient-big.bin"); });
+
   for (const run of [1, 2]) {
-    test(`10% errors, stalls and resets, and 3 s of server down: byte-identical (run ${run})`, async () => {
+    test(`10% errors, stalls and resets, and 3 s of server down: ${FAULT_MIB} MiB byte-identical (run ${run})`, async () => {
       const key = `faults-${run}-${Date.now()}`;
-      const { page } = await openPage(proxy.url);
+      const slices = FAULT_MIB / 4;
+      const { page } = await openPage(proxy.url, faultSource);
       await setFaults(server.url, key, [
         { status: 500, probability: 0.1, times: 1e6 },
         { status: 503, probability: 0.1, times: 1e6 },
@@ -59,14 +66,14 @@ describe("under injected faults", () => {
         chunkSize: 4 * MIB, maxInFlight: 4, stallTimeoutMs: 1000, resume: false,
         headers: { "x-chunkwise-fault-key": key },
       });
-      await waitForProgress(page, 0.3);
+      await waitForProgress(page, 0.3, FAULT_MIB * 1000);
       await proxy.down(3000);
       const outcome = await libraryOutcome(page);
       proxy.state.resetPerMiB = 0;
-      await assertStored(server, outcome);
+      await assertStored(server, outcome, faultSource);
       const stats = await faultStats(server.url, key);
-      const resent = stats.puts - 16;
-      console.log(`# faults run ${run}: ${stats.puts} slice requests for 16 slices, ${stats.injected} errors or stalls injected, ` +
+      const resent = stats.puts - slices;
+      console.log(`# faults run ${run}, ${FAULT_MIB} MiB: ${stats.puts} slice requests for ${slices} slices, ${stats.injected} errors or stalls injected, ` +
         `${proxy.state.resets - resetsBefore} connections reset, ${proxy.state.refused} refused while down; ` +
         `at most ${resent * 4} MiB re-sent`);
       assert.ok(stats.injected + proxy.state.resets - resetsBefore > 0, "faults were injected");
