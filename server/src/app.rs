@@ -368,7 +368,7 @@ async fn put_slice(
         upload.mark_received(index, len).await
     }
     .await;
-    state.store.release_slice_lock(&upload, index, &lock);
+    upload.release_slice_lock(index, &lock);
     result.map(|()| StatusCode::NO_CONTENT)
 }
 

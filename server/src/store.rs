@@ -240,6 +240,26 @@ impl SliceWriter {
 }
 
 impl Upload {
+    fn new(
+        id: String,
+        dir: PathBuf,
+        chunk_size: u64,
+        metadata: BTreeMap<String, String>,
+        state: State,
+        last_activity_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            dir,
+            chunk_size,
+            metadata,
+            state: tokio::sync::Mutex::new(state),
+            slice_locks: Mutex::default(),
+            last_activity_ms: AtomicU64::new(last_activity_ms),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
     /// The upload's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -271,7 +291,8 @@ impl Upload {
         locks.entry(index).or_default().clone()
     }
 
-    fn forget_slice_lock(&self, index: u64, lock: &Arc<tokio::sync::Mutex<()>>) {
+    /// Drops the lock entry of slice `index` once its writer is done, unless another waits.
+    pub fn release_slice_lock(&self, index: u64, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut locks = self.slice_locks.lock().unwrap_or_else(|e| e.into_inner());
         // Two references: the map's and the caller's. More means another writer waits.
         if Arc::strong_count(lock) <= 2 {
@@ -480,33 +501,33 @@ impl Store {
 
     fn completed_upload(&self, meta: FinalMeta) -> Upload {
         let received = IndexSet::from_ranges([[0, meta.size.div_ceil(meta.chunk_size)]]);
-        Upload {
-            id: meta.id.clone(),
-            dir: self.root.join("uploads").join(&meta.id),
-            chunk_size: meta.chunk_size,
-            metadata: meta.metadata,
-            state: tokio::sync::Mutex::new(State {
-                size: Some(meta.size),
-                received,
-                bytes_received: meta.size,
-                short_tail: None,
-                journal_len: 0,
-                completed: Some(Completed {
-                    id: meta.id,
-                    size: meta.size,
-                    sha256: meta.sha256,
-                }),
+        let state = State {
+            size: Some(meta.size),
+            received,
+            bytes_received: meta.size,
+            short_tail: None,
+            journal_len: 0,
+            completed: Some(Completed {
+                id: meta.id.clone(),
+                size: meta.size,
+                sha256: meta.sha256,
             }),
-            slice_locks: Mutex::default(),
-            last_activity_ms: AtomicU64::new(now_ms()),
-            deleted: AtomicBool::new(false),
-        }
+        };
+        let dir = self.root.join("uploads").join(&meta.id);
+        Upload::new(
+            meta.id,
+            dir,
+            meta.chunk_size,
+            meta.metadata,
+            state,
+            now_ms(),
+        )
     }
 
     fn reload_upload(&self, id: &str, dir: &Path) -> std::io::Result<Option<Upload>> {
         if let Ok(bytes) = std::fs::read(dir.join("completed.json")) {
             let meta: FinalMeta = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
-            self.finish_move(dir, &meta)?;
+            Self::finish_move(&self.root.join("files"), dir, &meta)?;
             return Ok(Some(self.completed_upload(meta)));
         }
         let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)
@@ -556,22 +577,19 @@ impl Store {
             .max()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or_else(now_ms, |d| d.as_millis() as u64);
-        Ok(Some(Upload {
-            id: id.to_string(),
-            dir: dir.to_path_buf(),
-            chunk_size: meta.chunk_size,
-            metadata: meta.metadata,
-            state: tokio::sync::Mutex::new(state),
-            slice_locks: Mutex::default(),
-            last_activity_ms: AtomicU64::new(last_activity),
-            deleted: AtomicBool::new(false),
-        }))
+        Ok(Some(Upload::new(
+            id.to_string(),
+            dir.to_path_buf(),
+            meta.chunk_size,
+            meta.metadata,
+            state,
+            last_activity,
+        )))
     }
 
     /// Moves a completed upload's bytes to `files/`. Idempotent, so a crash midway is
     /// finished on the next start.
-    fn finish_move(&self, dir: &Path, meta: &FinalMeta) -> std::io::Result<()> {
-        let files = self.root.join("files");
+    fn finish_move(files: &Path, dir: &Path, meta: &FinalMeta) -> std::io::Result<()> {
         let data = dir.join("data");
         if data.exists() {
             std::fs::rename(&data, files.join(&meta.id))?;
@@ -632,23 +650,22 @@ impl Store {
             )
         })
         .await?;
-        let upload = Arc::new(Upload {
-            id: id.clone(),
+        let state = State {
+            size,
+            received: IndexSet::new(),
+            bytes_received: 0,
+            short_tail: None,
+            journal_len: 0,
+            completed: None,
+        };
+        let upload = Arc::new(Upload::new(
+            id.clone(),
             dir,
             chunk_size,
             metadata,
-            state: tokio::sync::Mutex::new(State {
-                size,
-                received: IndexSet::new(),
-                bytes_received: 0,
-                short_tail: None,
-                journal_len: 0,
-                completed: None,
-            }),
-            slice_locks: Mutex::default(),
-            last_activity_ms: AtomicU64::new(now_ms()),
-            deleted: AtomicBool::new(false),
-        });
+            state,
+            now_ms(),
+        ));
         self.uploads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -676,16 +693,6 @@ impl Store {
             batch_len: 0,
             in_flight: None,
         })
-    }
-
-    /// Releases the per-slice lock entry once a writer is done.
-    pub fn release_slice_lock(
-        &self,
-        upload: &Upload,
-        index: u64,
-        lock: &Arc<tokio::sync::Mutex<()>>,
-    ) {
-        upload.forget_slice_lock(index, lock);
     }
 
     /// Completes an upload: checks every slice, fixes the size, hashes the stored bytes,
@@ -827,17 +834,12 @@ impl Store {
         let files = self.root.join("files");
         let meta_for_io = meta.clone();
         blocking("storing the completed upload", move || {
+            // Recorded first, so that a crash during the move is finished on restart.
             write_atomic(
                 &dir.join("completed.json"),
                 &serde_json::to_vec(&meta_for_io).map_err(std::io::Error::other)?,
             )?;
-            let data = dir.join("data");
-            std::fs::rename(&data, files.join(&meta_for_io.id))?;
-            write_atomic(
-                &files.join(format!("{}.json", meta_for_io.id)),
-                &serde_json::to_vec_pretty(&meta_for_io).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::remove_dir_all(&dir)
+            Self::finish_move(&files, &dir, &meta_for_io)
         })
         .await?;
         let completed = Completed {
