@@ -120,7 +120,20 @@ impl Server {
     }
 
     fn stored(&self, id: &str) -> Vec<u8> {
-        std::fs::read(self.dir.path().join("files").join(id)).unwrap()
+        std::fs::read(self.file_path(id)).unwrap()
+    }
+
+    /// `files/{name}` under the data directory.
+    fn file_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("files").join(name)
+    }
+
+    /// The directory of an incomplete upload, from its creation answer.
+    fn upload_dir(&self, created: &Value) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("uploads")
+            .join(created["id"].as_str().unwrap())
     }
 }
 
@@ -312,14 +325,8 @@ async fn received_slices_survive_a_restart() {
     let (_, body) = server.status(&location).await;
     assert_eq!(body["complete"], true);
     let meta: Value = serde_json::from_slice(
-        &std::fs::read(
-            server
-                .dir
-                .path()
-                .join("files")
-                .join(format!("{}.json", created["id"].as_str().unwrap())),
-        )
-        .unwrap(),
+        &std::fs::read(server.file_path(&format!("{}.json", created["id"].as_str().unwrap())))
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(meta["metadata"]["name"], "a.bin");
@@ -331,12 +338,7 @@ async fn a_torn_journal_record_is_ignored() {
     let (_, created, location) = server.create(json!({"chunkSize": 4, "size": 8})).await;
     let location = location.unwrap();
     server.put(&location, "0", b"abcd".to_vec(), false).await;
-    let journal = server
-        .dir
-        .path()
-        .join("uploads")
-        .join(created["id"].as_str().unwrap())
-        .join("journal");
+    let journal = server.upload_dir(&created).join("journal");
     // A crash in the middle of appending the record for slice 1.
     std::fs::OpenOptions::new()
         .append(true)
@@ -720,12 +722,7 @@ async fn a_full_disk_answers_507_and_the_upload_resumes() {
         .create(json!({"chunkSize": 4096, "size": 8192}))
         .await;
     let location = location.unwrap();
-    let data = server
-        .dir
-        .path()
-        .join("uploads")
-        .join(created["id"].as_str().unwrap())
-        .join("data");
+    let data = server.upload_dir(&created).join("data");
     let saved = data.with_extension("saved");
     // Every write to /dev/full fails with ENOSPC, exactly as a full file system does.
     std::fs::rename(&data, &saved).unwrap();
@@ -766,11 +763,7 @@ async fn delete_removes_the_data() {
     let (_, created, location) = server.create(json!({"chunkSize": 4, "size": 8})).await;
     let location = location.unwrap();
     server.put(&location, "0", b"abcd".to_vec(), false).await;
-    let dir = server
-        .dir
-        .path()
-        .join("uploads")
-        .join(created["id"].as_str().unwrap());
+    let dir = server.upload_dir(&created);
     assert!(dir.exists());
     let response = server
         .client
@@ -844,11 +837,7 @@ async fn uploads_across_the_4_gib_boundary() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["size"], size);
-    let stored = server
-        .dir
-        .path()
-        .join("files")
-        .join(created["id"].as_str().unwrap());
+    let stored = server.file_path(created["id"].as_str().unwrap());
     assert_eq!(std::fs::metadata(&stored).unwrap().len(), size);
     let mut file = std::fs::File::open(&stored).unwrap();
     let mut marker = [0u8; 8];
