@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chunkwise_core::config::{ConfigError, DigestAlgorithm, Options, Valid, MAX_SAFE_SIZE_BYTES};
+use chunkwise_core::config::{DigestAlgorithm, Options, Valid, MAX_SAFE_SIZE_BYTES};
 use chunkwise_core::engine::{Outcome, UploadError};
 use chunkwise_core::progress::Progress;
 use js_sys::{Array, Function, Object, Reflect};
@@ -68,15 +68,6 @@ fn type_error(message: String) -> JsValue {
 fn range_error(message: String) -> JsValue {
     js_sys::RangeError::new(&message).into()
 }
-
-impl From<ConfigError> for RangeErrorValue {
-    fn from(error: ConfigError) -> Self {
-        RangeErrorValue(range_error(error.to_string()))
-    }
-}
-
-/// A `RangeError` ready to throw.
-pub struct RangeErrorValue(pub JsValue);
 
 /// A readable description of any thrown JS value, `Error` or not.
 pub fn describe_js_error(value: &JsValue) -> String {
@@ -250,13 +241,12 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     let chunk_size_bytes =
         integer(options, "chunkSize", chunk_allowed)?.unwrap_or(defaults.chunk_size_bytes);
     let max_in_flight = integer(options, "maxInFlight", "an integer from 1 to 32")?
-        .map_or(Ok(defaults.max_in_flight), |v| {
-            u32::try_from(v).or(Ok::<u32, JsValue>(u32::MAX))
-        })?;
+        // Too large for a u32 is out of range all the same: validate() says so.
+        .map_or(defaults.max_in_flight, |v| {
+            u32::try_from(v).unwrap_or(u32::MAX)
+        });
     let retries = integer(options, "retries", "an integer from 0 to 100")?
-        .map_or(Ok(defaults.retries), |v| {
-            u32::try_from(v).or(Ok::<u32, JsValue>(u32::MAX))
-        })?;
+        .map_or(defaults.retries, |v| u32::try_from(v).unwrap_or(u32::MAX));
     let size = integer(options, "size", "an integer number of bytes")?;
     let size_bytes = match source {
         SourceValue::Blob(blob) => {
@@ -310,7 +300,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         offline_timeout_ms,
     }
     .validate()
-    .map_err(|e| RangeErrorValue::from(e).0)?;
+    .map_err(|e| range_error(e.to_string()))?;
 
     let metadata: BTreeMap<String, String> = string_map(options, "metadata")?.into_iter().collect();
     let headers = string_map(options, "headers")?;
