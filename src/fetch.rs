@@ -10,6 +10,7 @@ use chunkwise_core::protocol::{
 use chunkwise_core::retry::Failure;
 use js_sys::Promise;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, RequestInit, Response, Url};
@@ -147,6 +148,22 @@ impl FetchTransport {
         })
     }
 
+    /// `POST`s `request` as JSON (the protocol's bodies always serialise).
+    async fn post_json(
+        &self,
+        url: &str,
+        request: &impl Serialize,
+    ) -> Result<Response, TransportError> {
+        let body = JsValue::from_str(&serde_json::to_string(request).unwrap_or_default());
+        self.send(
+            "POST",
+            url,
+            Some(&body),
+            &[("content-type", "application/json")],
+        )
+        .await
+    }
+
     async fn json<T: DeserializeOwned>(response: &Response) -> Result<T, TransportError> {
         let status = response.status();
         let promise = response
@@ -184,15 +201,7 @@ impl Transport for FetchTransport {
     type Body = Body;
 
     async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError> {
-        let body = JsValue::from_str(&serde_json::to_string(request).unwrap_or_default());
-        let response = self
-            .send(
-                "POST",
-                &self.endpoint,
-                Some(&body),
-                &[("content-type", "application/json")],
-            )
-            .await?;
+        let response = self.post_json(&self.endpoint, request).await?;
         let created: Created = Self::json(&response).await?;
         // `Location` is relative to the endpoint; without CORS exposing it, the id is enough.
         let location = response
@@ -233,15 +242,8 @@ impl Transport for FetchTransport {
         location: &str,
         request: &Complete,
     ) -> Result<Completed, TransportError> {
-        let body = JsValue::from_str(&serde_json::to_string(request).unwrap_or_default());
-        let url = format!("{location}/complete");
         let response = self
-            .send(
-                "POST",
-                &url,
-                Some(&body),
-                &[("content-type", "application/json")],
-            )
+            .post_json(&format!("{location}/complete"), request)
             .await?;
         Self::json(&response).await
     }
