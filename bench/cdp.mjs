@@ -69,6 +69,13 @@ export class Chromium {
     return processInfo.filter((p) => p.type === "renderer").map((p) => p.id);
   }
 
+  /** CPU seconds used so far: by every Chromium process, and by renderers alone. */
+  async cpuSeconds() {
+    const { processInfo } = await this.send("SystemInfo.getProcessInfo");
+    const sum = (ps) => ps.reduce((total, p) => total + p.cpuTime, 0);
+    return { all: sum(processInfo), renderer: sum(processInfo.filter((p) => p.type === "renderer")) };
+  }
+
   async close() {
     try { await this.send("Browser.close"); } catch { /* already gone */ }
     await new Promise((r) => { if (this.proc.exitCode !== null) r(); else this.proc.once("exit", r); });

@@ -21,6 +21,7 @@ const { values: args } = parseArgs({
     runs: { type: "string", default: "3" },
     sweep: { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
+    only: { type: "string" },
   },
 });
 const parseSize = (s) => Number.parseFloat(s) * { K: 1024, M: MIB, G: 1024 * MIB }[s.at(-1).toUpperCase()];
@@ -43,10 +44,20 @@ if (args.sweep && !args.quick) {
   }
 }
 
+if (args.only) {
+  const keep = new RegExp(args.only, "i");
+  methods.splice(0, methods.length, ...methods.filter((m, i) => i === 0 || keep.test(m.name)));
+}
+
 function status(pid) {
   const text = readFileSync(`/proc/${pid}/status`, "utf8");
   const kib = (key) => Number(text.match(new RegExp(`${key}:\\s+(\\d+)`))?.[1] ?? 0) * 1024;
   return { rss: kib("VmRSS"), hwm: kib("VmHWM") };
+}
+/** CPU seconds (user + system) a process has used. */
+function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
 }
 function resetPeak(pid) {
   try { writeFileSync(`/proc/${pid}/clear_refs`, "5"); } catch { /* not allowed here */ }
@@ -114,6 +125,8 @@ async function measure(browser, page, servers, source, m) {
   resetPeak(server.proc.pid);
   const serverRss0 = status(server.proc.pid).rss;
   let heapPeak = heap0.used + heap0.backing;
+  const browserCpu0 = await browser.cpuSeconds();
+  const serverCpu0 = cpuSeconds(server.proc.pid);
   let polling = true;
   const poll = (async () => {
     while (polling) {
@@ -136,14 +149,21 @@ async function measure(browser, page, servers, source, m) {
   }
   polling = false;
   await poll;
+  const browserCpu1 = await browser.cpuSeconds();
+  const perGiB = (seconds) => seconds / (source.size / (1024 * MIB));
+  const cpu = {
+    chromium: perGiB(browserCpu1.all - browserCpu0.all),
+    renderer: perGiB(browserCpu1.renderer - browserCpu0.renderer),
+    server: perGiB(cpuSeconds(server.proc.pid) - serverCpu0),
+  };
   const rendererGrowth = Math.max(0, ...renderers.map((pid) => { try { return status(pid).hwm - rss0.get(pid); } catch { return 0; } }));
   const serverPeak = status(server.proc.pid).hwm;
   const wasmBytes = await page.evaluate("bench.wasmBytes()");
   const ok = !error && result.sha256 === source.sha256;
   return {
     method: m.name, size: source.size, ok, error: error ?? (ok ? undefined : `SHA-256 ${result.sha256} != ${source.sha256}`),
-    ms: result?.ms, mibPerSecond: ok ? source.size / MIB / (result.ms / 1000) : null,
-    heapGrowth: heapPeak - (heap0.used + heap0.backing), rendererGrowth, wasmBytes,
+    ms: result?.ms, completeMs: result?.completeMs, mibPerSecond: ok ? source.size / MIB / (result.ms / 1000) : null,
+    heapGrowth: heapPeak - (heap0.used + heap0.backing), rendererGrowth, wasmBytes, cpu,
     serverPeakRss: serverPeak, serverRssBefore: serverRss0,
   };
 }
@@ -205,7 +225,7 @@ async function main() {
         for (const m of methods) {
           const r = await measure(browser, page, servers, source, m);
           results.push({ ...r, run });
-          console.log(`${fmtMiB(size)} MiB  run ${run + 1}/${runs}  ${m.name.padEnd(26)} ${r.ok ? `${r.mibPerSecond.toFixed(0).padStart(5)} MiB/s` : `FAILED ${r.error}`}  heap +${fmtMiB(r.heapGrowth)} MiB  renderer +${fmtMiB(r.rendererGrowth)} MiB  server ${fmtMiB(r.serverPeakRss)} MiB`);
+          console.log(`${fmtMiB(size)} MiB  run ${run + 1}/${runs}  ${m.name.padEnd(26)} ${r.ok ? `${r.mibPerSecond.toFixed(0).padStart(5)} MiB/s` : `FAILED ${r.error}`}  heap +${fmtMiB(r.heapGrowth)} MiB  renderer +${fmtMiB(r.rendererGrowth)} MiB  server ${fmtMiB(r.serverPeakRss)} MiB  CPU s/GiB: chromium ${r.cpu.chromium.toFixed(1)} (renderer ${r.cpu.renderer.toFixed(1)}) server ${r.cpu.server.toFixed(1)}${r.completeMs != null ? `  (then complete ${r.completeMs.toFixed(0)} ms)` : ""}`);
           rmSync(join(server.dataDir, "files"), { recursive: true, force: true });
           mkdirSync(join(server.dataDir, "files"));
         }

@@ -421,14 +421,7 @@ pub fn outcome_to_js(outcome: &Outcome, elapsed_ms: f64) -> JsValue {
     set(&object, "slices", outcome.slices as f64);
     set(&object, "resumedSlices", outcome.resumed_slices as f64);
     set(&object, "sha256", outcome.sha256.as_str());
-    set(
-        &object,
-        "localSha256",
-        outcome
-            .local_sha256
-            .as_deref()
-            .map_or(JsValue::NULL, JsValue::from_str),
-    );
+    set(&object, "verified", outcome.verified);
     set(&object, "elapsedMs", elapsed_ms);
     object.into()
 }

@@ -125,8 +125,12 @@ export interface UploadResult {
   resumedSlices: number;
   /** SHA-256 the server computed over the bytes it stored (hex). */
   sha256: string;
-  /** SHA-256 the browser computed while reading (hex), or null with digest "none". */
-  localSha256: string | null;
+  /**
+   * Whether the server confirmed that it holds exactly the bytes read here: the browser
+   * hashed every slice (SHA-256), the server checked each on arrival and, at the end, the
+   * digest of all of them. false with digest "none".
+   */
+  verified: boolean;
   elapsedMs: number;
 }
 

@@ -5,7 +5,6 @@
 //! started, and a different file with the same name does not.
 
 use js_sys::{Object, Promise, Reflect, Uint8Array};
-use sha2::{Digest, Sha256};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
@@ -52,9 +51,7 @@ pub async fn fingerprint(blob: &Blob) -> Result<String, JsValue> {
     let last_modified = number_prop(blob, "lastModified").unwrap_or(0.0);
     let head = blob.slice_with_f64_and_f64(0.0, blob.size().min(FINGERPRINT_HEAD_BYTES))?;
     let bytes = Uint8Array::new(&JsFuture::from(head.array_buffer()).await?);
-    let mut hash = Sha256::new();
-    digest::update(&mut [&mut hash], &bytes);
-    let head_sha = chunkwise_core::protocol::hex(&hash.finalize());
+    let head_sha = chunkwise_core::protocol::hex(&digest::wasm_sha256(&bytes));
     Ok(format!(
         "{name}\u{0}{}\u{0}{last_modified}\u{0}{head_sha}",
         blob.size()

@@ -199,17 +199,16 @@ function showResult(result) {
   $("average").textContent = formatRate(result.size / Math.max(result.elapsedMs, 1) * 1000);
   $("upload-id").textContent = `${result.id} — ${formatBytes(result.size)} in ${result.slices} slices`;
   $("server-sha").textContent = result.sha256;
-  $("browser-sha").textContent = result.localSha256 ?? "not computed (digests off)";
+  $("checked").textContent = result.verified
+    ? `SHA-256 of all ${result.slices} slices, computed in this browser, matched on the server`
+    : "nothing (digests off)";
   const verdict = $("verdict");
-  if (result.localSha256 == null) {
-    verdict.textContent = "Digests were off: the server's SHA-256 is shown, but nothing was compared.";
-    verdict.className = "verdict";
-  } else if (result.localSha256 === result.sha256) {
-    verdict.textContent = "✓ Match: the server stored exactly the bytes of this file.";
+  if (result.verified) {
+    verdict.textContent = "✓ Verified: the server holds exactly the bytes of this file.";
     verdict.className = "verdict match";
   } else {
-    verdict.textContent = "✗ Mismatch: the stored bytes differ from the file.";
-    verdict.className = "verdict mismatch";
+    verdict.textContent = "Digests were off: the server's SHA-256 is shown, but nothing was compared.";
+    verdict.className = "verdict";
   }
   $("result").hidden = false;
 }

@@ -26,9 +26,11 @@ async function wholeFile(useXhr) {
       if (r.status !== 204) throw new Error(`status ${r.status}`);
     }
   }
-  const ms = performance.now() - t0;
+  const putMs = performance.now() - t0;
   const done = await fetch(`/uploads/${created.id}/complete`, { method: "POST", body: "{}" }).then((r) => r.json());
-  return { ms, sha256: done.sha256, bytes: f.size, id: created.id };
+  const ms = performance.now() - t0;
+  console.log(`put ${putMs.toFixed(0)} ms, complete ${(ms - putMs).toFixed(0)} ms`);
+  return { ms: putMs, completeMs: ms - putMs, sha256: done.sha256, bytes: f.size, id: created.id };
 }
 
 async function chunkwise(options) {

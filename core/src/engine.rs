@@ -22,7 +22,7 @@ use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use crate::config::{DigestAlgorithm, Valid};
 use crate::geometry::Geometry;
 use crate::progress::{Progress, Tracker};
-use crate::protocol::{self, Complete, Completed, CreateUpload, Created, Status};
+use crate::protocol::{Complete, Completed, CreateUpload, Created, SlicesDigest, Status};
 use crate::ranges::IndexSet;
 use crate::retry::{Decision, Failure, RetryPolicy, RetryState};
 
@@ -58,8 +58,6 @@ pub enum Read<B> {
     End {
         /// Total bytes read.
         size_bytes: u64,
-        /// SHA-256 of every byte, in order, when digests are on.
-        sha256: Option<[u8; 32]>,
     },
 }
 
@@ -281,8 +279,9 @@ pub struct Outcome {
     pub resumed_slices: u64,
     /// SHA-256 the server computed over the stored bytes (hex).
     pub sha256: String,
-    /// SHA-256 the client computed while reading (hex), when digests are on.
-    pub local_sha256: Option<String>,
+    /// Whether the server confirmed that it holds exactly the slices read here: their
+    /// [`SlicesDigest`] matched (digests on, and a server that checks it).
+    pub verified: bool,
 }
 
 /// Pauses and resumes a running upload from outside the engine.
@@ -539,7 +538,9 @@ where
         let mut reading = false;
         let mut next_index = 0u64;
         let mut resumed_slices = 0u64;
-        let mut end: Option<(u64, Option<[u8; 32]>)> = None;
+        let mut end: Option<u64> = None;
+        // Every slice's digest, resumed ones included, in order.
+        let mut slices_digest = digests_on.then(SlicesDigest::new);
         let location_ref = location.as_str();
         let requests_ref = &requests;
 
@@ -616,8 +617,18 @@ where
                                 ));
                             }
                             next_index += 1;
+                            match (&mut slices_digest, &slice.sha256) {
+                                (Some(digest), Some(sha256)) => digest.push(sha256),
+                                (Some(_), None) => {
+                                    return Err(UploadError::protocol(format!(
+                                        "the source gave slice {} without its digest",
+                                        slice.index
+                                    )))
+                                }
+                                (None, _) => {}
+                            }
                             if already.contains(slice.index) {
-                                // Read only for the whole-file digest: the server has it.
+                                // Read only for its digest: the server has it.
                                 resumed_slices += 1;
                                 tracker.acknowledged(runtime.now_ms(), slice.len);
                                 events.slice(slice.index, SliceState::Done, 0);
@@ -625,14 +636,14 @@ where
                                 ready = Some(slice);
                             }
                         }
-                        Some(Ok(Read::End { size_bytes, sha256 })) => {
+                        Some(Ok(Read::End { size_bytes })) => {
                             let total =
                                 Geometry::new(geometry.chunk_size_bytes(), Some(size_bytes))
                                     .ok()
                                     .and_then(|g| g.slice_count())
                                     .unwrap_or(0);
                             tracker.set_total(size_bytes, total);
-                            end = Some((size_bytes, sha256));
+                            end = Some(size_bytes);
                         }
                         Some(Err(e)) => return Err(e.into()),
                         None => {
@@ -655,12 +666,12 @@ where
         }
         drop(in_flight);
 
-        let (size_bytes, local_sha) =
-            end.ok_or_else(|| UploadError::protocol("no end of source"))?;
-        let local_sha256 = local_sha.filter(|_| digests_on).map(|d| protocol::hex(&d));
+        let size_bytes = end.ok_or_else(|| UploadError::protocol("no end of source"))?;
+        let slices_sha256 = slices_digest.map(SlicesDigest::finish);
         let complete = Complete {
             size: Some(size_bytes),
-            sha256: local_sha256.clone(),
+            sha256: None,
+            slices_sha256: slices_sha256.clone(),
         };
         // The server hashes the whole file before it answers: allow it 20 MB/s.
         let what = Request {
@@ -681,18 +692,19 @@ where
                 completed.size, size_bytes
             )));
         }
-        if let Some(local) = &local_sha256 {
-            if !completed.sha256.eq_ignore_ascii_case(local) {
+        let verified = match (&slices_sha256, &completed.slices_sha256) {
+            (Some(ours), Some(theirs)) if !theirs.eq_ignore_ascii_case(ours) => {
                 return Err(UploadError {
                     code: ErrorCode::DigestMismatch,
                     status: None,
                     message: format!(
-                        "the server stored SHA-256 {} but the file has {local}",
-                        completed.sha256
+                        "the server's slices have digest {theirs} but the slices read here have {ours}"
                     ),
                 });
             }
-        }
+            (Some(_), Some(_)) => true,
+            _ => false,
+        };
         Ok(Outcome {
             id: completed.id,
             location: location.clone(),
@@ -700,7 +712,7 @@ where
             slices: tracker.current().slices_done,
             resumed_slices,
             sha256: completed.sha256,
-            local_sha256,
+            verified,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The `Content-Digest` header (RFC 9530).
 pub const CONTENT_DIGEST: &str = "content-digest";
@@ -67,6 +68,9 @@ pub struct Complete {
     /// The whole-file SHA-256 the client computed, lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The [`SlicesDigest`] of the slices the client read, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices_sha256: Option<String>,
 }
 
 /// `POST /uploads/{id}/complete` answer.
@@ -79,6 +83,9 @@ pub struct Completed {
     pub size: u64,
     /// The server's own SHA-256 of the stored bytes, lowercase hex.
     pub sha256: String,
+    /// The [`SlicesDigest`] of the stored slices, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices_sha256: Option<String>,
 }
 
 /// The body of every error answer: `{"error":{"code","message"}}`.
@@ -95,6 +102,42 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people.
     pub message: String,
+}
+
+/// The digest of a whole upload from its slices' digests: SHA-256 over the 32-byte
+/// SHA-256 of every slice, in index order (an empty upload hashes nothing).
+///
+/// Equal digests mean equal slices, so the server checking it at `complete` proves that
+/// it holds exactly the bytes the client read, slice by slice; unlike a whole-file
+/// SHA-256, each part can be hashed on its own (in the browser by WebCrypto, natively and
+/// off the main thread) and the server learns it from the digests it checked on arrival.
+#[derive(Clone, Debug, Default)]
+pub struct SlicesDigest {
+    hasher: Sha256,
+    slices: u64,
+}
+
+impl SlicesDigest {
+    /// No slices yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next slice's SHA-256.
+    pub fn push(&mut self, slice_sha256: &[u8; 32]) {
+        self.hasher.update(slice_sha256);
+        self.slices += 1;
+    }
+
+    /// Slices added so far.
+    pub fn slices(&self) -> u64 {
+        self.slices
+    }
+
+    /// The digest, lowercase hex.
+    pub fn finish(self) -> String {
+        hex(&self.hasher.finalize())
+    }
 }
 
 /// Formats a SHA-256 as a `Content-Digest` value: `sha-256=:BASE64:`.

@@ -295,7 +295,19 @@ async fn complete_upload(
         })?),
         None => None,
     };
-    let completed = state.store.complete(&upload, request.size, sha256).await?;
+    let slices_sha256 = match &request.slices_sha256 {
+        Some(text) => Some(protocol::parse_hex_sha256(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_slices_sha256",
+                "slicesSha256 must be 64 hexadecimal characters",
+            )
+        })?),
+        None => None,
+    };
+    let completed = state
+        .store
+        .complete(&upload, request.size, sha256, slices_sha256)
+        .await?;
     tracing::info!(id, size = completed.size, sha256 = %completed.sha256, "upload complete");
     Ok(Json(completed).into_response())
 }
@@ -365,10 +377,13 @@ async fn put_slice(
             let file = state.store.open_for_slice(&upload, target.offset).await?;
             receive(index, &target, body, digest, Some(file)).await?
         };
-        upload.mark_received(index, len).await
+        upload.mark_received(index, len, digest).await
     }
     .await;
     upload.release_slice_lock(index, &lock);
+    if result.is_ok() {
+        upload.hash_ahead();
+    }
     result.map(|()| StatusCode::NO_CONTENT)
 }
 

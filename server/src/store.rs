@@ -3,8 +3,9 @@
 //! Layout under the data directory (every name chosen by the server):
 //! - `uploads/{id}/meta.json`: chunk size, size (once known), metadata.
 //! - `uploads/{id}/data`: the bytes, written at their offsets (sparse until filled).
-//! - `uploads/{id}/journal`: one 16-byte record (index, length; little-endian u64) per
-//!   received slice, appended only after the slice's bytes were flushed with
+//! - `uploads/{id}/journal`: one 48-byte record per received slice (index and length as
+//!   little-endian u64, then the slice's SHA-256, or zeros when it came without
+//!   `Content-Digest`), appended only after the slice's bytes were flushed with
 //!   `fdatasync`. A record torn by a crash is ignored, so a slice is reported as
 //!   received only if its bytes are on disk.
 //! - `uploads/{id}/completed.json`: written once the whole-file digest is known; the move
@@ -22,14 +23,14 @@ use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chunkwise_core::geometry::Geometry;
-use chunkwise_core::protocol::{self, Completed, Status};
+use chunkwise_core::protocol::{self, Completed, SlicesDigest, Status};
 use chunkwise_core::ranges::IndexSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
-const JOURNAL_RECORD_BYTES: usize = 16;
+const JOURNAL_RECORD_BYTES: usize = 48;
 const ID_LEN: usize = 22;
 
 /// Server-wide limits.
@@ -62,6 +63,8 @@ struct FinalMeta {
     size: u64,
     sha256: String,
     #[serde(default)]
+    slices_sha256: Option<String>,
+    #[serde(default)]
     metadata: BTreeMap<String, String>,
 }
 
@@ -74,8 +77,24 @@ struct State {
     /// A received slice shorter than the chunk size: the last one.
     short_tail: Option<(u64, u64)>,
     journal_len: u64,
+    /// Length and SHA-256 (when it came with `Content-Digest`) of every received slice.
+    slices: HashMap<u64, (u64, Option<[u8; 32]>)>,
     completed: Option<Completed>,
 }
+
+/// The whole-file SHA-256 and the [`SlicesDigest`], computed in the background over the
+/// received slices from the start of the file up to the first gap, so that `complete`
+/// has little or nothing left to hash. Not persisted: after a restart it starts over.
+#[derive(Debug, Default)]
+struct Frontier {
+    file: Sha256,
+    slices: SlicesDigest,
+    /// The first slice not hashed yet.
+    next: u64,
+}
+
+/// Slices hashed per blocking task in the background.
+const FRONTIER_BATCH: usize = 16;
 
 /// One upload.
 #[derive(Debug)]
@@ -85,6 +104,8 @@ pub struct Upload {
     chunk_size: u64,
     metadata: BTreeMap<String, String>,
     state: tokio::sync::Mutex<State>,
+    /// Locked before `state` whenever both are held.
+    frontier: Arc<tokio::sync::Mutex<Frontier>>,
     slice_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     last_activity_ms: AtomicU64,
     deleted: AtomicBool,
@@ -123,6 +144,19 @@ fn new_id() -> Result<String, ApiError> {
         )
     })?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The received slices from `from` up to the first gap, at most `limit` of them.
+fn contiguous(state: &State, from: u64, limit: usize) -> Vec<(u64, u64, Option<[u8; 32]>)> {
+    (from..)
+        .map_while(|index| {
+            state
+                .slices
+                .get(&index)
+                .map(|&(len, sha)| (index, len, sha))
+        })
+        .take(limit)
+        .collect()
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename.
@@ -254,6 +288,7 @@ impl Upload {
             chunk_size,
             metadata,
             state: tokio::sync::Mutex::new(state),
+            frontier: Arc::default(),
             slice_locks: Mutex::default(),
             last_activity_ms: AtomicU64::new(last_activity_ms),
             deleted: AtomicBool::new(false),
@@ -345,8 +380,14 @@ impl Upload {
         Ok((target, state.received.contains(index)))
     }
 
-    /// Records slice `index` of `len` bytes as received, once its bytes are durable.
-    pub async fn mark_received(&self, index: u64, len: u64) -> Result<(), ApiError> {
+    /// Records slice `index` of `len` bytes (with the SHA-256 it was checked against) as
+    /// received, once its bytes are durable.
+    pub async fn mark_received(
+        &self,
+        index: u64,
+        len: u64,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<(), ApiError> {
         self.ensure_live()?;
         let mut state = self.state.lock().await;
         if state.received.contains(index) {
@@ -400,7 +441,8 @@ impl Upload {
                 .open(dir.join("journal"))?;
             let mut record = [0u8; JOURNAL_RECORD_BYTES];
             record[..8].copy_from_slice(&index.to_le_bytes());
-            record[8..].copy_from_slice(&len.to_le_bytes());
+            record[8..16].copy_from_slice(&len.to_le_bytes());
+            record[16..].copy_from_slice(&sha256.unwrap_or_default());
             let written = journal
                 .write_all(&record)
                 .and_then(|()| journal.sync_data());
@@ -416,9 +458,80 @@ impl Upload {
             state.short_tail = Some((index, len));
         }
         state.journal_len += JOURNAL_RECORD_BYTES as u64;
+        state.slices.insert(index, (len, sha256));
         state.received.insert(index);
         state.bytes_received += len;
         self.touch();
+        Ok(())
+    }
+
+    /// Hashes received slices ahead of `complete`, in the background, unless that is
+    /// already under way.
+    pub fn hash_ahead(self: &Arc<Self>) {
+        let Ok(mut frontier) = self.frontier.clone().try_lock_owned() else {
+            return;
+        };
+        let upload = self.clone();
+        tokio::spawn(async move {
+            while !upload.deleted.load(Ordering::Acquire) {
+                let batch = {
+                    let state = upload.state.lock().await;
+                    if state.completed.is_some() {
+                        break;
+                    }
+                    contiguous(&state, frontier.next, FRONTIER_BATCH)
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                if let Err(error) = upload.hash_slices(&mut frontier, batch).await {
+                    tracing::debug!(id = %upload.id, ?error, "hashing ahead stopped");
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Hashes `slices` (index, length, SHA-256 when known; contiguous from
+    /// `frontier.next`) from the data file into `frontier`. On failure the frontier starts
+    /// over.
+    async fn hash_slices(
+        &self,
+        frontier: &mut Frontier,
+        slices: Vec<(u64, u64, Option<[u8; 32]>)>,
+    ) -> Result<(), ApiError> {
+        let path = self.data_path();
+        let chunk_size = self.chunk_size;
+        let mut hashed = std::mem::take(frontier);
+        *frontier = blocking("hashing the upload", move || {
+            use std::os::unix::fs::FileExt as _;
+            let file = std::fs::File::open(&path)?;
+            let mut buf = vec![0u8; 1 << 20];
+            for (index, len, known) in slices {
+                debug_assert_eq!(index, hashed.next);
+                let mut slice_hash = known.is_none().then(Sha256::new);
+                let mut offset = index * chunk_size;
+                let end = offset + len;
+                while offset < end {
+                    let n = buf.len().min((end - offset) as usize);
+                    file.read_exact_at(&mut buf[..n], offset)?;
+                    hashed.file.update(&buf[..n]);
+                    if let Some(h) = slice_hash.as_mut() {
+                        h.update(&buf[..n]);
+                    }
+                    offset += n as u64;
+                }
+                let digest = match (known, slice_hash) {
+                    (Some(known), _) => known,
+                    (None, Some(h)) => h.finalize().into(),
+                    (None, None) => unreachable!("a slice hasher exists when no digest is known"),
+                };
+                hashed.slices.push(&digest);
+                hashed.next = index + 1;
+            }
+            Ok(hashed)
+        })
+        .await?;
         Ok(())
     }
 
@@ -507,10 +620,12 @@ impl Store {
             bytes_received: meta.size,
             short_tail: None,
             journal_len: 0,
+            slices: HashMap::new(),
             completed: Some(Completed {
                 id: meta.id.clone(),
                 size: meta.size,
                 sha256: meta.sha256,
+                slices_sha256: meta.slices_sha256,
             }),
         };
         let dir = self.root.join("uploads").join(&meta.id);
@@ -553,12 +668,17 @@ impl Store {
             bytes_received: 0,
             short_tail: None,
             journal_len: whole as u64,
+            slices: HashMap::new(),
             completed: None,
         };
         for record in journal[..whole].chunks_exact(JOURNAL_RECORD_BYTES) {
             let index = u64::from_le_bytes(record[..8].try_into().unwrap_or_default());
-            let len = u64::from_le_bytes(record[8..].try_into().unwrap_or_default());
+            let len = u64::from_le_bytes(record[8..16].try_into().unwrap_or_default());
+            let sha256: [u8; 32] = record[16..].try_into().unwrap_or_default();
             if state.received.insert(index) {
+                state
+                    .slices
+                    .insert(index, (len, (sha256 != [0; 32]).then_some(sha256)));
                 state.bytes_received += len;
                 if len < meta.chunk_size {
                     state.short_tail = Some((index, len));
@@ -656,6 +776,7 @@ impl Store {
             bytes_received: 0,
             short_tail: None,
             journal_len: 0,
+            slices: HashMap::new(),
             completed: None,
         };
         let upload = Arc::new(Upload::new(
@@ -702,8 +823,10 @@ impl Store {
         upload: &Arc<Upload>,
         size: Option<u64>,
         sha256: Option<[u8; 32]>,
+        slices_sha256: Option<[u8; 32]>,
     ) -> Result<Completed, ApiError> {
         upload.ensure_live()?;
+        let mut frontier = upload.frontier.lock().await;
         let mut state = upload.state.lock().await;
         if let Some(done) = &state.completed {
             if let Some(size) = size.filter(|&size| size != done.size) {
@@ -717,6 +840,14 @@ impl Store {
                     return Err(ApiError::bad_request(
                         "digest_mismatch",
                         "the SHA-256 given differs from the stored bytes'",
+                    ));
+                }
+            }
+            if let Some(expected) = slices_sha256 {
+                if done.slices_sha256.as_deref() != Some(protocol::hex(&expected).as_str()) {
+                    return Err(ApiError::bad_request(
+                        "digest_mismatch",
+                        "the slicesSha256 given differs from the stored slices'",
                     ));
                 }
             }
@@ -792,25 +923,37 @@ impl Store {
         }
 
         let data = upload.data_path();
-        let sha = blocking("hashing the upload", move || {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .read(true)
-                .open(&data)?;
+        blocking("fixing the upload's size", move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&data)?;
             file.set_len(size)?;
-            file.sync_all()?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            Ok(<[u8; 32]>::from(hasher.finalize()))
+            file.sync_all()
         })
         .await?;
+        // Whatever the background hashing has not reached yet (usually the last slices).
+        let rest = contiguous(&state, frontier.next, usize::MAX);
+        upload.hash_slices(&mut frontier, rest).await?;
+        if frontier.next != count {
+            tracing::error!(id = %upload.id, hashed = frontier.next, count, "hashing stopped short");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "hashing the upload stopped short",
+            ));
+        }
+        let sha: [u8; 32] = frontier.file.clone().finalize().into();
+        let stored_slices_sha256 = frontier.slices.clone().finish();
+        if let Some(expected) = slices_sha256 {
+            if protocol::hex(&expected) != stored_slices_sha256 {
+                return Err(ApiError::bad_request(
+                    "digest_mismatch",
+                    format!(
+                        "the stored slices have slicesSha256 {stored_slices_sha256}, not {}; \
+                         they are not the slices the client read (was the file changed?)",
+                        protocol::hex(&expected)
+                    ),
+                ));
+            }
+        }
         if let Some(expected) = sha256 {
             if expected != sha {
                 return Err(ApiError::bad_request(
@@ -828,6 +971,7 @@ impl Store {
             chunk_size: upload.chunk_size,
             size,
             sha256: protocol::hex(&sha),
+            slices_sha256: Some(stored_slices_sha256),
             metadata: upload.metadata.clone(),
         };
         let dir = upload.dir.clone();
@@ -846,8 +990,10 @@ impl Store {
             id: meta.id,
             size,
             sha256: meta.sha256,
+            slices_sha256: meta.slices_sha256,
         };
         state.size = Some(size);
+        state.slices = HashMap::new();
         state.completed = Some(completed.clone());
         upload.touch();
         Ok(completed)

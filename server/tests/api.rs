@@ -164,6 +164,15 @@ fn sha_hex(bytes: &[u8]) -> String {
     protocol::hex(&Sha256::digest(bytes))
 }
 
+/// The protocol's slicesSha256: SHA-256 over every slice's SHA-256, in order.
+fn slices_hex(bytes: &[u8], chunk: usize) -> String {
+    let mut digest = protocol::SlicesDigest::new();
+    for part in bytes.chunks(chunk) {
+        digest.push(&Sha256::digest(part).into());
+    }
+    digest.finish()
+}
+
 fn slice(bytes: &[u8], chunk: usize, index: usize) -> Vec<u8> {
     bytes[index * chunk..((index + 1) * chunk).min(bytes.len())].to_vec()
 }
@@ -209,11 +218,17 @@ async fn upload_all(server: &Server, bytes: &[u8], chunk: usize, size_known: boo
     let (status, body) = server
         .complete(
             &location,
-            json!({"size": bytes.len(), "sha256": sha_hex(bytes)}),
+            json!({"size": bytes.len(), "sha256": sha_hex(bytes), "slicesSha256": slices_hex(bytes, chunk)}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    serde_json::from_value(body).unwrap()
+    let completed: Completed = serde_json::from_value(body).unwrap();
+    // Odd slices came without Content-Digest: the server hashed those itself.
+    assert_eq!(
+        completed.slices_sha256.as_deref(),
+        Some(slices_hex(bytes, chunk).as_str())
+    );
+    completed
 }
 
 #[tokio::test]
@@ -284,6 +299,57 @@ fn assert_error_pair((status, body): (StatusCode, Value), expected_status: u16, 
 }
 
 #[tokio::test]
+async fn complete_checks_the_slices_digest() {
+    let server = Server::start().await;
+    let bytes = random_bytes(5 * 1000 + 1, 11);
+    let (_, created, location) = server
+        .create(json!({"chunkSize": 1000, "size": bytes.len()}))
+        .await;
+    let location = location.unwrap();
+    for i in 0..6 {
+        let (status, body) = server
+            .put(&location, &i.to_string(), slice(&bytes, 1000, i), i != 2)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    assert_error_pair(
+        server
+            .complete(&location, json!({"slicesSha256": "not hex"}))
+            .await,
+        400,
+        "invalid_slices_sha256",
+    );
+    // The digest of other slices (one byte differs): refused, and nothing is lost.
+    let mut other = bytes.clone();
+    other[2500] ^= 1;
+    assert_error_pair(
+        server
+            .complete(&location, json!({"slicesSha256": slices_hex(&other, 1000)}))
+            .await,
+        400,
+        "digest_mismatch",
+    );
+    let (_, status) = server.status(&location).await;
+    assert_eq!(status["complete"], false);
+    assert_eq!(status["bytesReceived"], bytes.len());
+    let right = json!({"slicesSha256": slices_hex(&bytes, 1000)});
+    let (code, body) = server.complete(&location, right.clone()).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["slicesSha256"], right["slicesSha256"]);
+    assert_eq!(body["sha256"], sha_hex(&bytes));
+    assert_eq!(server.stored(created["id"].as_str().unwrap()), bytes);
+    // Completing again answers the same, and still checks.
+    assert_eq!(server.complete(&location, right).await.1, body);
+    assert_error_pair(
+        server
+            .complete(&location, json!({"slicesSha256": slices_hex(&other, 1000)}))
+            .await,
+        400,
+        "digest_mismatch",
+    );
+}
+
+#[tokio::test]
 async fn received_slices_survive_a_restart() {
     let server = Server::start().await;
     let bytes = random_bytes(10 * 1024, 7);
@@ -316,7 +382,10 @@ async fn received_slices_survive_a_restart() {
         );
     }
     let (status, body) = server
-        .complete(&location, json!({"sha256": sha_hex(&bytes)}))
+        .complete(
+            &location,
+            json!({"sha256": sha_hex(&bytes), "slicesSha256": slices_hex(&bytes, 1024)}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(server.stored(created["id"].as_str().unwrap()), bytes);

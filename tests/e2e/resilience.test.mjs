@@ -34,7 +34,7 @@ async function openPage(url, file = source) {
 async function assertStored(server, outcome, file = source) {
   assert.ok(outcome.result, `upload failed: ${JSON.stringify(outcome.error)}`);
   assert.equal(outcome.result.sha256, file.sha256);
-  assert.equal(outcome.result.localSha256, file.sha256);
+  assert.equal(outcome.result.verified, true);
   assert.equal(await sha256File(join(server.dataDir, "files", outcome.result.id)), file.sha256);
 }
 

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::config::Options;
+use crate::protocol;
 
 /// Pends `n` times, waking itself each time, so other futures get to run in between.
 struct YieldTimes(u32);
@@ -62,7 +63,6 @@ struct VecSource {
     chunk: u64,
     next: u64,
     announce_size: bool,
-    file_hash: Sha256,
     live_bodies: std::rc::Rc<Cell<usize>>,
     max_live_bodies: std::rc::Rc<Cell<usize>>,
 }
@@ -96,7 +96,6 @@ impl VecSource {
             chunk,
             next: 0,
             announce_size: true,
-            file_hash: Sha256::new(),
             live_bodies: Default::default(),
             max_live_bodies: Default::default(),
         }
@@ -121,12 +120,10 @@ impl SliceSource for VecSource {
         if start >= self.bytes.len() as u64 {
             return Ok(Read::End {
                 size_bytes: self.bytes.len() as u64,
-                sha256: Some(self.file_hash.clone().finalize().into()),
             });
         }
         let end = (start + self.chunk).min(self.bytes.len() as u64);
         let bytes = self.bytes[start as usize..end as usize].to_vec();
-        self.file_hash.update(&bytes);
         let index = self.next;
         self.next += 1;
         self.live_bodies.set(self.live_bodies.get() + 1);
@@ -237,10 +234,30 @@ impl Transport for FakeServer {
     ) -> Result<Completed, TransportError> {
         let bytes = self.assembled();
         assert_eq!(Some(bytes.len() as u64), request.size);
+        let mut slices = SlicesDigest::new();
+        for stored in self.stored.borrow().values() {
+            slices.push(&Sha256::digest(stored).into());
+        }
+        let slices_sha256 = slices.finish();
+        if request
+            .slices_sha256
+            .as_ref()
+            .is_some_and(|theirs| *theirs != slices_sha256)
+        {
+            return Err(TransportError {
+                failure: Failure::Status {
+                    status: 400,
+                    retry_after_ms: None,
+                },
+                code: Some("digest_mismatch".into()),
+                message: "the slices differ".into(),
+            });
+        }
         Ok(Completed {
             id: "abc".into(),
             size: bytes.len() as u64,
             sha256: protocol::hex(&Sha256::digest(&bytes)),
+            slices_sha256: Some(slices_sha256),
         })
     }
     async fn status(&self, _location: &str) -> Result<Status, TransportError> {
@@ -348,10 +365,7 @@ fn every_boundary_size_arrives_byte_identical() {
         assert_eq!(outcome.size_bytes, len as u64);
         assert_eq!(outcome.slices, (len as u64).div_ceil(CHUNK));
         assert_eq!(outcome.sha256, protocol::hex(&Sha256::digest(&bytes)));
-        assert_eq!(
-            outcome.local_sha256.as_deref(),
-            Some(outcome.sha256.as_str())
-        );
+        assert!(outcome.verified);
         let last = events.progress.borrow().last().cloned().unwrap();
         assert_eq!(last.bytes_sent, len as u64);
         assert_eq!(last.slices_done, outcome.slices);
@@ -539,7 +553,7 @@ fn no_request_starts_while_paused() {
 }
 
 #[test]
-fn resume_sends_only_the_missing_slices_and_checks_the_whole_file() {
+fn resume_sends_only_the_missing_slices_and_checks_every_slice() {
     let bytes = pattern(6 * CHUNK as usize + 10);
     let server = FakeServer::default();
     server.chunk.set(CHUNK);
@@ -569,10 +583,34 @@ fn resume_sends_only_the_missing_slices_and_checks_the_whole_file() {
     assert_eq!(server.puts.get(), 4, "slices 1, 4, 5 and 6");
     assert_eq!(outcome.resumed_slices, 3);
     assert_eq!(outcome.slices, 7);
-    assert_eq!(
-        outcome.local_sha256.as_deref(),
-        Some(outcome.sha256.as_str())
-    );
+    assert!(outcome.verified);
+}
+
+#[test]
+fn resuming_onto_slices_of_a_changed_file_fails_with_digest_mismatch() {
+    let bytes = pattern(4 * CHUNK as usize);
+    let server = FakeServer::default();
+    server.chunk.set(CHUNK);
+    // The server holds slice 1 of an earlier version of the file: same size, other bytes.
+    let mut earlier = bytes[CHUNK as usize..2 * CHUNK as usize].to_vec();
+    earlier[7] ^= 0xff;
+    server.stored.borrow_mut().insert(CHUNK, earlier);
+    let options = options(CHUNK, 2);
+    let runtime = FakeRuntime::new();
+    let control = Control::default();
+    let engine = Engine {
+        options: &options,
+        source: VecSource::new(bytes.clone(), CHUNK),
+        transport: &server,
+        runtime: &runtime,
+        events: &(),
+        control: &control,
+    };
+    let error =
+        futures_executor::block_on(engine.run(Start::Resume("http://test/uploads/abc".into())))
+            .unwrap_err();
+    assert_eq!(error.code, ErrorCode::DigestMismatch, "{error:?}");
+    assert_eq!(server.puts.get(), 3, "slice 1 counted as held, not re-sent");
 }
 
 #[test]
