@@ -250,6 +250,7 @@ async function main() {
         ratio: good.length ? median(speeds) / ceiling : null,
         heapGrowth: median(rs.map((r) => r.heapGrowth)), rendererGrowth: median(rs.map((r) => r.rendererGrowth)),
         wasmBytes: Math.max(...rs.map((r) => r.wasmBytes)), serverPeakRss: Math.max(...rs.map((r) => r.serverPeakRss)),
+        chromiumCpu: median(rs.map((r) => r.cpu.chromium)), serverCpu: median(rs.map((r) => r.cpu.server)),
       });
     }
   }
@@ -259,9 +260,9 @@ async function main() {
   const lines = [
     `Measured ${meta.date} on ${machine}, ${version}, median of ${runs} interleaved run(s) (min–max).`,
     "",
-    "| file | method | MiB/s | × fetch(File) | JS heap + ArrayBuffers growth | renderer peak growth | wasm memory | server peak RSS |",
-    "|---|---|--:|--:|--:|--:|--:|--:|",
-    ...rows.map((r) => `| ${fmtMiB(r.size)} MiB | ${r.method} | ${r.mibPerSecond == null ? `failed` : `${r.mibPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)})`} | ${r.ratio == null ? "–" : r.ratio.toFixed(2)} | ${fmtMiB(r.heapGrowth)} MiB | ${fmtMiB(r.rendererGrowth)} MiB | ${fmtMiB(r.wasmBytes)} MiB | ${fmtMiB(r.serverPeakRss)} MiB |`),
+    "| file | method | MiB/s | × fetch(File) | JS heap + ArrayBuffers growth | renderer peak growth | wasm memory | server peak RSS | CPU s/GiB: Chromium / server |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ...rows.map((r) => `| ${fmtMiB(r.size)} MiB | ${r.method} | ${r.mibPerSecond == null ? `failed` : `${r.mibPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)})`} | ${r.ratio == null ? "–" : r.ratio.toFixed(2)} | ${fmtMiB(r.heapGrowth)} MiB | ${fmtMiB(r.rendererGrowth)} MiB | ${fmtMiB(r.wasmBytes)} MiB | ${fmtMiB(r.serverPeakRss)} MiB | ${r.chromiumCpu.toFixed(1)} / ${r.serverCpu.toFixed(1)} |`),
   ];
   writeFileSync(join(OUT, "results.md"), lines.join("\n") + "\n");
   writeFileSync(join(OUT, "chart.svg"), chart(rows, meta));

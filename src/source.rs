@@ -91,11 +91,11 @@ extern "C" {
     fn read_slice(blob: &Blob, buffer: &ArrayBuffer, hash: bool) -> Promise;
 }
 
-/// Slices read ahead for their digests, at most. Reading a slice waits on the browser's
-/// blob pipe (one await per piece) and its digest on WebCrypto's thread; with two reads
-/// under way each covers the other's waits. 1 GiB, 8 MiB slices: 154–161 MiB/s with one,
-/// 162–163 with two, no better with three (bench, 2026-11-21).
-const READ_AHEAD: usize = 2;
+/// Slices read ahead for their digests, at most. Two reads under way (each covering the
+/// other's waits on the blob pipe and on WebCrypto) gave 162–163 MiB/s on 1 GiB against
+/// 154–161 with one, but twice a read of Chromium's blob stream never settled with two
+/// slices of one File read at once (32 MiB slices; bench, 2026-11-21), so one it is.
+const READ_AHEAD: usize = 1;
 
 fn changed(index: u64, read: u64, len: u64) -> SourceError {
     SourceError::Read(format!(

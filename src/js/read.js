@@ -50,7 +50,9 @@ async function fill(blob, buffer) {
       if (done) break;
       filled += value.byteLength;
     }
-    if (filled >= length) await reader.cancel();
+    // Every byte is in; nobody reads the (empty) rest. Not awaited: Chromium may settle
+    // it only much later, and a 4 GiB upload once stalled for minutes waiting on it.
+    if (filled >= length) reader.cancel().catch(() => {});
   } finally {
     reader.releaseLock();
   }
