@@ -289,27 +289,33 @@ async fn complete_upload(
     let Path(id) = path.map_err(path_error)?;
     let upload = state.store.get(&id)?;
     let request: Complete = read_json(body, true).await?;
-    let sha256 = match &request.sha256 {
-        Some(text) => Some(protocol::parse_hex_sha256(text).ok_or_else(|| {
-            ApiError::bad_request("invalid_sha256", "sha256 must be 64 hexadecimal characters")
-        })?),
-        None => None,
-    };
-    let slices_sha256 = match &request.slices_sha256 {
-        Some(text) => Some(protocol::parse_hex_sha256(text).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_slices_sha256",
-                "slicesSha256 must be 64 hexadecimal characters",
-            )
-        })?),
-        None => None,
-    };
+    let sha256 = hex_sha256_field(&request.sha256, "sha256", "invalid_sha256")?;
+    let slices_sha256 = hex_sha256_field(
+        &request.slices_sha256,
+        "slicesSha256",
+        "invalid_slices_sha256",
+    )?;
     let completed = state
         .store
         .complete(&upload, request.size, sha256, slices_sha256)
         .await?;
     tracing::info!(id, size = completed.size, sha256 = %completed.sha256, "upload complete");
     Ok(Json(completed).into_response())
+}
+
+/// An optional SHA-256 given as hex in a JSON field.
+fn hex_sha256_field(
+    text: &Option<String>,
+    field: &str,
+    code: &'static str,
+) -> Result<Option<[u8; 32]>, ApiError> {
+    text.as_deref()
+        .map(|text| {
+            protocol::parse_hex_sha256(text).ok_or_else(|| {
+                ApiError::bad_request(code, format!("{field} must be 64 hexadecimal characters"))
+            })
+        })
+        .transpose()
 }
 
 fn parse_index(text: &str) -> Result<u64, ApiError> {
