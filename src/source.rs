@@ -230,20 +230,21 @@ impl SliceSource for BlobSource {
         }
         let digest = prop("digest");
         let sha256 = if digest.is_null() {
-            slice_sha256(&Uint8Array::new_with_byte_offset_and_length(
-                &buffer,
-                0,
-                pending.len as u32,
-            ))
-            .await?
+            let bytes = Uint8Array::new_with_byte_offset_and_length(&buffer, 0, pending.len as u32);
+            let sha256 = slice_sha256(&bytes).await?;
+            self.free.push(buffer);
+            self.read_ahead()?;
+            sha256
         } else {
+            // WebCrypto already holds its own copy: read the next slice while this one is
+            // hashed.
+            self.free.push(buffer);
+            self.read_ahead()?;
+            let digest = JsFuture::from(Promise::from(digest)).await.map_err(read_error)?;
             let mut out = [0u8; 32];
             Uint8Array::new(&digest).copy_to(&mut out);
             out
         };
-        self.free.push(buffer);
-        // Keep the next read going while this slice is sent.
-        self.read_ahead()?;
         Ok(Read::Slice(SliceData {
             index: pending.index,
             len: pending.len,

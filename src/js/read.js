@@ -61,15 +61,18 @@ async function fill(blob, buffer) {
 
 /**
  * Reads `blob` (at most `buffer.byteLength` bytes) into the start of `buffer`. Resolves
- * with `{ buffer, length, digest }`: the buffer to reuse, the bytes read, and their
- * SHA-256 as a Uint8Array when `hash` is set and WebCrypto exists (else `null`, and the
- * caller hashes `buffer` itself).
+ * with `{ buffer, length, digest }`: the buffer to reuse, the bytes read, and, when `hash`
+ * is set and WebCrypto exists, a promise of their SHA-256 as an ArrayBuffer (else `null`,
+ * and the caller hashes `buffer` itself).
+ *
+ * The digest is left pending on purpose: WebCrypto takes its copy of the bytes when called,
+ * so the buffer is free at once and the next slice can be read while this one is hashed.
  */
 export async function readSlice(blob, buffer, hash) {
   const { buffer: filledBuffer, filled } = await fill(blob, buffer);
   let digest = null;
   if (hash && subtle !== undefined) {
-    digest = new Uint8Array(await subtle.digest("SHA-256", new Uint8Array(filledBuffer, 0, filled)));
+    digest = subtle.digest("SHA-256", new Uint8Array(filledBuffer, 0, filled));
   }
   return { buffer: filledBuffer, length: filled, digest };
 }
