@@ -91,10 +91,11 @@ extern "C" {
     fn read_slice(blob: &Blob, buffer: &ArrayBuffer, hash: bool) -> Promise;
 }
 
-/// Slices read ahead for their digests, at most. Two reads under way (each covering the
-/// other's waits on the blob pipe and on WebCrypto) gave 162–163 MiB/s on 1 GiB against
-/// 154–161 with one, but twice a read of Chromium's blob stream never settled with two
-/// slices of one File read at once (32 MiB slices; bench, 2026-11-21), so one it is.
+/// Slices read ahead for their digests, at most. A read overlaps the sending of earlier
+/// slices and the hashing of the one before it (WebCrypto copies its input when called, so
+/// the buffer is free at once). Two reads at once were a little faster still, but twice a
+/// read of Chromium's blob stream never settled with two slices of one File read at once
+/// (32 MiB slices; bench, 2026-11-21), so one it is.
 const READ_AHEAD: usize = 1;
 
 fn changed(index: u64, read: u64, len: u64) -> SourceError {
@@ -240,7 +241,9 @@ impl SliceSource for BlobSource {
             // hashed.
             self.free.push(buffer);
             self.read_ahead()?;
-            let digest = JsFuture::from(Promise::from(digest)).await.map_err(read_error)?;
+            let digest = JsFuture::from(Promise::from(digest))
+                .await
+                .map_err(read_error)?;
             let mut out = [0u8; 32];
             Uint8Array::new(&digest).copy_to(&mut out);
             out
