@@ -2,6 +2,7 @@
 // headless Chromium, on the same disk-backed files, interleaved runs, medians with min-max.
 //
 //   node --experimental-websocket bench/run.mjs [--sizes 256M,1G] [--runs 3] [--sweep] [--quick]
+//   node bench/run.mjs --from a.json,b.json   (one table and chart from saved results files)
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
@@ -22,11 +23,14 @@ const { values: args } = parseArgs({
     sweep: { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     only: { type: "string" },
+    from: { type: "string" },
   },
 });
 const parseSize = (s) => Number.parseFloat(s) * { K: 1024, M: MIB, G: 1024 * MIB }[s.at(-1).toUpperCase()];
 const sizes = args.quick ? [32 * MIB] : args.sizes.split(",").map(parseSize);
 const runs = args.quick ? 1 : Number(args.runs);
+/** The file every method uploads once, unmeasured, before the measured runs. */
+const WARM_UP_BYTES = 32 * MIB;
 
 const methods = [
   { name: "fetch(File) whole", method: "fetch" },
@@ -208,6 +212,29 @@ function chart(rows, meta) {
   return out.join("\n");
 }
 
+/** Writes the markdown table and the chart of `rows`, and prints the table. */
+function report(rows, meta) {
+  const lines = [
+    `Measured ${meta.date} on ${meta.machine}, ${meta.browser}, median of ${meta.runs} interleaved run(s) (min–max).`,
+    "",
+    "| file | method | MiB/s | × fetch(File) | JS heap + ArrayBuffers growth | renderer peak growth | wasm memory | server peak RSS | CPU s/GiB: Chromium / server |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ...rows.map((r) => `| ${fmtMiB(r.size)} MiB | ${r.method} | ${r.mibPerSecond == null ? `failed` : `${r.mibPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)})`} | ${r.ratio == null ? "–" : r.ratio.toFixed(2)} | ${fmtMiB(r.heapGrowth)} MiB | ${fmtMiB(r.rendererGrowth)} MiB | ${fmtMiB(r.wasmBytes)} MiB | ${fmtMiB(r.serverPeakRss)} MiB | ${r.chromiumCpu.toFixed(1)} / ${r.serverCpu.toFixed(1)} |`),
+  ];
+  writeFileSync(join(OUT, "results.md"), lines.join("\n") + "\n");
+  writeFileSync(join(OUT, "chart.svg"), chart(rows, meta));
+  console.log("\n" + lines.join("\n"));
+}
+
+/** One table and chart from saved results files (rows in file order; meta of the first). */
+function merge(paths) {
+  const saved = paths.map((p) => JSON.parse(readFileSync(p, "utf8")));
+  const runs = [...new Set(saved.map((s) => s.meta.runs))].join(" or ");
+  mkdirSync(OUT, { recursive: true });
+  report(saved.flatMap((s) => s.rows), { ...saved[0].meta, runs });
+  console.log(`\nresults in ${OUT}/results.md and chart.svg`);
+}
+
 async function main() {
   mkdirSync(OUT, { recursive: true });
   const server = await startServer();
@@ -218,6 +245,18 @@ async function main() {
   const page = await browser.open(`${server.url}/`);
   const results = [];
   try {
+    if (!args.quick) {
+      // One-time costs (compiling and tiering up the wasm module and the page's JS, starting
+      // WebCrypto's thread) would otherwise land on whichever run comes first.
+      const warm = await sourceFile(WARM_UP_BYTES);
+      await page.setFile("#file", warm.path);
+      for (const m of methods) {
+        const r = await measure(browser, page, servers, warm, m);
+        console.log(`warm-up ${fmtMiB(WARM_UP_BYTES)} MiB  ${m.name.padEnd(26)} ${r.ok ? `${r.mibPerSecond.toFixed(0).padStart(5)} MiB/s` : `FAILED ${r.error}`}`);
+        rmSync(join(server.dataDir, "files"), { recursive: true, force: true });
+        mkdirSync(join(server.dataDir, "files"));
+      }
+    }
     for (const size of sizes) {
       const source = await sourceFile(size);
       await page.setFile("#file", source.path);
@@ -257,16 +296,7 @@ async function main() {
   const machine = `${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, ${(await import("node:os")).cpus().length} cores`;
   const meta = { date: new Date().toISOString().slice(0, 10), browser: version, machine, runs };
   writeFileSync(join(OUT, "results.json"), JSON.stringify({ meta, rows, results }, null, 2));
-  const lines = [
-    `Measured ${meta.date} on ${machine}, ${version}, median of ${runs} interleaved run(s) (min–max).`,
-    "",
-    "| file | method | MiB/s | × fetch(File) | JS heap + ArrayBuffers growth | renderer peak growth | wasm memory | server peak RSS | CPU s/GiB: Chromium / server |",
-    "|---|---|--:|--:|--:|--:|--:|--:|--:|",
-    ...rows.map((r) => `| ${fmtMiB(r.size)} MiB | ${r.method} | ${r.mibPerSecond == null ? `failed` : `${r.mibPerSecond.toFixed(0)} (${r.min.toFixed(0)}–${r.max.toFixed(0)})`} | ${r.ratio == null ? "–" : r.ratio.toFixed(2)} | ${fmtMiB(r.heapGrowth)} MiB | ${fmtMiB(r.rendererGrowth)} MiB | ${fmtMiB(r.wasmBytes)} MiB | ${fmtMiB(r.serverPeakRss)} MiB | ${r.chromiumCpu.toFixed(1)} / ${r.serverCpu.toFixed(1)} |`),
-  ];
-  writeFileSync(join(OUT, "results.md"), lines.join("\n") + "\n");
-  writeFileSync(join(OUT, "chart.svg"), chart(rows, meta));
-  console.log("\n" + lines.join("\n"));
+  report(rows, meta);
   const failed = results.filter((r) => !r.ok).length;
   console.log(`\nresults in ${OUT}/results.{json,md} and chart.svg`);
   // The smoke mode runs in the test command: one line per run for its summary.
@@ -275,4 +305,5 @@ async function main() {
   process.exitCode = failed ? 1 : 0;
 }
 
-await main();
+if (args.from) merge(args.from.split(","));
+else await main();
