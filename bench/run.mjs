@@ -108,7 +108,7 @@ async function startServer() {
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", join(ROOT, "pkg"),
     "--max-chunk-size", String(64 * 1024 * MIB),
-  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn" } });
   const url = await new Promise((ok, fail) => {
     proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
     createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
