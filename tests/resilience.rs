@@ -15,6 +15,39 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 const CHUNK: f64 = 256.0 * 1024.0;
 
+#[wasm_bindgen(inline_js = r#"
+// Stands in for a Blob whose first `stalls` streams never give a byte, as a read of
+// Chromium's blob stream once did; later streams read `blob`.
+export function stallingBlob(blob, stalls) {
+  const fake = {
+    calls: 0,
+    size: blob.size,
+    stream() {
+      fake.calls += 1;
+      if (fake.calls > stalls) return blob.stream();
+      return new ReadableStream({ type: "bytes", pull: () => new Promise(() => {}) });
+    },
+  };
+  return fake;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = stallingBlob)]
+    fn stalling_blob(blob: &web_sys::Blob, stalls: u32) -> JsValue;
+}
+
+#[wasm_bindgen(module = "/src/js/read.js")]
+extern "C" {
+    /// The library's slice reader, with a short stall limit.
+    #[wasm_bindgen(js_name = readSlice)]
+    fn read_slice(
+        blob: &JsValue,
+        buffer: &js_sys::ArrayBuffer,
+        hash: bool,
+        stall_ms: f64,
+    ) -> js_sys::Promise;
+}
+
 async fn sleep_ms(ms: u32) {
     gloo_timers::future::TimeoutFuture::new(ms).await;
 }
@@ -287,4 +320,41 @@ fn resume_options_are_checked() {
             string(&error, "message")
         );
     }
+}
+
+#[wasm_bindgen_test]
+async fn a_slice_read_that_stalls_is_read_again_from_a_fresh_stream() {
+    let blob = pattern_blob(300_000.0, 7);
+    let fake = stalling_blob(&blob, 2);
+    let buffer = js_sys::ArrayBuffer::new(300_000);
+    let result = JsFuture::from(read_slice(&fake, &buffer, true, 200.0))
+        .await
+        .unwrap();
+    assert_eq!(number(&result, "length"), 300_000.0);
+    assert_eq!(number(&fake, "calls"), 3.0);
+    let digest = JsFuture::from(js_sys::Promise::from(prop(&result, "digest")))
+        .await
+        .unwrap();
+    let hex: String = js_sys::Uint8Array::new(&digest)
+        .to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, sha256_hex(&blob).await);
+}
+
+#[wasm_bindgen_test]
+async fn a_slice_read_that_keeps_stalling_fails_with_a_clear_error() {
+    let blob = pattern_blob(1000.0, 8);
+    let fake = stalling_blob(&blob, 10);
+    let buffer = js_sys::ArrayBuffer::new(1000);
+    let error = JsFuture::from(read_slice(&fake, &buffer, true, 100.0))
+        .await
+        .unwrap_err();
+    let message = string(&error, "message");
+    assert!(
+        message.contains("made no progress for 0.1 s, 3 times in a row"),
+        "{message}"
+    );
+    assert_eq!(number(&fake, "calls"), 3.0);
 }

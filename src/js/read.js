@@ -16,7 +16,55 @@ export function nativeDigest() {
   return subtle !== undefined;
 }
 
-async function fill(blob, buffer) {
+// A read of Chromium's blob stream has, rarely, never settled: once in tens of GiB of
+// benchmark uploads a slice's read waited for minutes with nothing in flight, while a fresh
+// stream over the same bytes read at once. So a read that makes no progress for
+// `stallMs` is abandoned and the slice is read again from a fresh stream, a few times,
+// before the upload fails with an error that says so.
+const STALL_MS = 10_000;
+const MAX_STALLS = 3;
+
+class Stalled extends Error {}
+
+/** Rejects with `Stalled` once a whole `ms` passes without `progress()` being called. */
+function watchdog(ms) {
+  let progressed = false;
+  let timer;
+  let fire;
+  const stalled = new Promise((_, reject) => {
+    fire = reject;
+  });
+  stalled.catch(() => {}); // raced only while a read is pending
+  const check = () => {
+    if (progressed) {
+      progressed = false;
+      timer = setTimeout(check, ms);
+    } else {
+      fire(new Stalled());
+    }
+  };
+  timer = setTimeout(check, ms);
+  return {
+    /** `promise`, or a `Stalled` rejection if nothing moves for too long. */
+    guard: (promise) => Promise.race([promise, stalled]),
+    progress: () => {
+      progressed = true;
+    },
+    stop: () => clearTimeout(timer),
+  };
+}
+
+/** Gives up on `reader` without waiting for it: a stalled stream may never answer. */
+function abandon(reader) {
+  reader.cancel().catch(() => {});
+  try {
+    reader.releaseLock();
+  } catch {
+    // A pending read may keep the lock; the stream is dropped either way.
+  }
+}
+
+async function fillOnce(blob, buffer, dog) {
   const length = blob.size;
   const stream = blob.stream();
   let reader;
@@ -30,37 +78,74 @@ async function fill(blob, buffer) {
     // No BYOB support: copy the default reader's pieces in.
     const target = new Uint8Array(buffer);
     const plain = stream.getReader();
-    for (;;) {
-      const { value, done } = await plain.read();
-      if (done) break;
-      if (value.byteLength > length - filled) {
-        await plain.cancel();
-        throw new RangeError("a slice gave more bytes than its length");
+    try {
+      for (;;) {
+        const { value, done } = await dog.guard(plain.read());
+        dog.progress();
+        if (done) break;
+        if (value.byteLength > length - filled) {
+          throw new RangeError("a slice gave more bytes than its length");
+        }
+        target.set(value, filled);
+        filled += value.byteLength;
       }
-      target.set(value, filled);
-      filled += value.byteLength;
+    } catch (error) {
+      abandon(plain);
+      throw error;
     }
+    plain.releaseLock();
     return { buffer, filled };
   }
   try {
     while (filled < length) {
-      const { value, done } = await reader.read(new Uint8Array(buffer, filled, length - filled));
+      const { value, done } = await dog.guard(
+        reader.read(new Uint8Array(buffer, filled, length - filled)),
+      );
+      dog.progress();
       if (value === undefined) throw new TypeError("a BYOB read gave no view back");
       buffer = value.buffer;
       if (done) break;
       filled += value.byteLength;
     }
-    // Every byte is in; nobody reads the (empty) rest. Not awaited: Chromium may settle
-    // it only much later, and a 4 GiB upload once stalled for minutes waiting on it.
-    if (filled >= length) reader.cancel().catch(() => {});
-  } finally {
-    reader.releaseLock();
+  } catch (error) {
+    abandon(reader);
+    throw error;
   }
+  // Every byte is in; nobody reads the (empty) rest. Not awaited: Chromium may settle it
+  // only much later, and a 4 GiB upload once stalled for minutes waiting on it.
+  if (filled >= length) reader.cancel().catch(() => {});
+  reader.releaseLock();
   return { buffer, filled };
 }
 
+async function fill(blob, buffer, stallMs) {
+  const capacity = buffer.byteLength; // a BYOB read detaches the buffer it is given
+  for (let stalls = 1; ; stalls++) {
+    const dog = watchdog(stallMs);
+    try {
+      return await fillOnce(blob, buffer, dog);
+    } catch (error) {
+      if (!(error instanceof Stalled)) throw error;
+      const seconds = stallMs / 1000;
+      if (stalls === MAX_STALLS) {
+        throw new Error(
+          `reading ${describeSize(blob)} of the file made no progress for ${seconds} s, ${MAX_STALLS} times in a row`,
+        );
+      }
+      console.warn(`chunkwise: reading ${describeSize(blob)} of the file made no progress for ${seconds} s; reading it again`);
+      // The abandoned read still holds the buffer it was given.
+      buffer = new ArrayBuffer(capacity);
+    } finally {
+      dog.stop();
+    }
+  }
+}
+
+const describeSize = (blob) => `${blob.size} bytes`;
+
 /**
- * Reads `blob` (at most `buffer.byteLength` bytes) into the start of `buffer`. Resolves
+ * Reads `blob` (at most `buffer.byteLength` bytes) into the start of `buffer`, reading it
+ * again from a fresh stream when a read stalls for `stallMs` (see above). Resolves
  * with `{ buffer, length, digest }`: the buffer to reuse, the bytes read, and, when `hash`
  * is set and WebCrypto exists, a promise of their SHA-256 as an ArrayBuffer (else `null`,
  * and the caller hashes `buffer` itself).
@@ -68,8 +153,8 @@ async function fill(blob, buffer) {
  * The digest is left pending on purpose: WebCrypto takes its copy of the bytes when called,
  * so the buffer is free at once and the next slice can be read while this one is hashed.
  */
-export async function readSlice(blob, buffer, hash) {
-  const { buffer: filledBuffer, filled } = await fill(blob, buffer);
+export async function readSlice(blob, buffer, hash, stallMs = STALL_MS) {
+  const { buffer: filledBuffer, filled } = await fill(blob, buffer, stallMs);
   let digest = null;
   if (hash && subtle !== undefined) {
     digest = subtle.digest("SHA-256", new Uint8Array(filledBuffer, 0, filled));
