@@ -229,7 +229,9 @@ function report(rows, meta) {
 /** One table and chart from saved results files (rows in file order; meta of the first). */
 function merge(paths) {
   const saved = paths.map((p) => JSON.parse(readFileSync(p, "utf8")));
-  const runs = [...new Set(saved.map((s) => s.meta.runs))].join(" or ");
+  const runs = saved
+    .map((s) => `${s.meta.runs} (${[...new Set(s.rows.map((r) => fmtMiB(r.size)))].join(" and ")} MiB)`)
+    .join(" or ");
   mkdirSync(OUT, { recursive: true });
   report(saved.flatMap((s) => s.rows), { ...saved[0].meta, runs });
   console.log(`\nresults in ${OUT}/results.md and chart.svg`);
