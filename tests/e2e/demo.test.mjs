@@ -2,6 +2,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { ARTIFACTS, launchChromium, randomFile, sha256File, startServer, watchErrors } from "./support.mjs";
 
@@ -95,6 +96,35 @@ describe("demo page cancel", () => {
     assert.deepEqual(readdirSync(join(server.dataDir, "uploads")), [], "no partial upload left");
     assert.deepEqual(readdirSync(join(server.dataDir, "files")), [], "nothing completed");
     assert.deepEqual(errors.filter((e) => !/ERR_ABORTED|aborted/i.test(e)), []);
+    await page.close();
+  });
+});
+
+// A page served from an address that is not loopback, over plain http, is not a secure
+// context: there is no WebCrypto, so the library hashes slices in wasm. People try the demo
+// this way from another machine on their network.
+describe("demo page over plain http from a LAN address", () => {
+  const address = Object.values(networkInterfaces()).flat()
+    .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+  let server;
+  before(async () => { if (address) server = await startServer([], { listen: `${address}:0` }); });
+  after(async () => { await server?.stop(); });
+
+  test("hashes in wasm without WebCrypto and still verifies every slice", async (t) => {
+    if (!address) return t.skip("this machine has no non-loopback IPv4 address");
+    const source = randomFile(20 * MIB + 1, "insecure.bin");
+    const { page, errors } = await openDemo(server);
+    assert.deepEqual(await page.evaluate(() => [window.isSecureContext, typeof crypto.subtle]), [false, "undefined"]);
+    await page.setInputFiles("#file", source.path);
+    await page.selectOption("#chunk-size", String(4 * MIB));
+    await page.click("#start");
+    await page.waitForSelector("body[data-state=done]", { timeout: 120_000 });
+    assert.equal(await page.locator("#server-sha").textContent(), source.sha256);
+    assert.match(await page.locator("#checked").textContent(), /all 6 slices/);
+    assert.match(await page.locator("#verdict").getAttribute("class"), /match/);
+    const id = (await page.locator("#upload-id").textContent()).split(" ")[0];
+    assert.equal(await sha256File(join(server.dataDir, "files", id)), source.sha256, "the stored file");
+    assert.deepEqual(errors, []);
     await page.close();
   });
 });
