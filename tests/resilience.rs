@@ -30,10 +30,25 @@ export function stallingBlob(blob, stalls) {
   };
   return fake;
 }
+
+// Makes WebCrypto's next `stalls` digests never answer; returns a counter of digests asked.
+export function stallDigests(stalls) {
+  const subtle = crypto.subtle;
+  const real = subtle.digest;
+  const counter = { calls: 0 };
+  subtle.digest = function (...args) {
+    counter.calls += 1;
+    if (counter.calls > stalls) delete subtle.digest;
+    return counter.calls <= stalls ? new Promise(() => {}) : real.apply(subtle, args);
+  };
+  return counter;
+}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = stallingBlob)]
     fn stalling_blob(blob: &web_sys::Blob, stalls: u32) -> JsValue;
+    #[wasm_bindgen(js_name = stallDigests)]
+    fn stall_digests(stalls: u32) -> JsValue;
 }
 
 #[wasm_bindgen(module = "/src/js/read.js")]
@@ -357,4 +372,24 @@ async fn a_slice_read_that_keeps_stalling_fails_with_a_clear_error() {
         "{message}"
     );
     assert_eq!(number(&fake, "calls"), 3.0);
+}
+
+#[wasm_bindgen_test]
+async fn a_digest_that_never_answers_is_asked_again_from_a_fresh_read() {
+    let blob = pattern_blob(300_000.0, 9);
+    let digests = stall_digests(1);
+    let buffer = js_sys::ArrayBuffer::new(300_000);
+    let result = JsFuture::from(read_slice(&blob, &buffer, true, 200.0))
+        .await
+        .unwrap();
+    let digest = JsFuture::from(js_sys::Promise::from(prop(&result, "digest")))
+        .await
+        .unwrap();
+    assert_eq!(number(&digests, "calls"), 2.0);
+    let hex: String = js_sys::Uint8Array::new(&digest)
+        .to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, sha256_hex(&blob).await);
 }

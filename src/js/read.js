@@ -154,10 +154,43 @@ const describeSize = (blob) => `${blob.size} bytes`;
  * so the buffer is free at once and the next slice can be read while this one is hashed.
  */
 export async function readSlice(blob, buffer, hash, stallMs = STALL_MS) {
+  const capacity = buffer.byteLength;
   const { buffer: filledBuffer, filled } = await fill(blob, buffer, stallMs);
   let digest = null;
   if (hash && subtle !== undefined) {
-    digest = subtle.digest("SHA-256", new Uint8Array(filledBuffer, 0, filled));
+    digest = hashWithin(blob, new Uint8Array(filledBuffer, 0, filled), capacity, stallMs);
   }
   return { buffer: filledBuffer, length: filled, digest };
+}
+
+/**
+ * SHA-256 of `bytes` (the content of `blob`) by WebCrypto. A digest that does not answer
+ * within `stallMs` is asked for again, from a fresh read of `blob`: by then the caller's
+ * buffer holds the next slice.
+ */
+async function hashWithin(blob, bytes, capacity, stallMs) {
+  const expected = bytes.byteLength;
+  let pending = subtle.digest("SHA-256", bytes);
+  for (let stalls = 1; ; stalls++) {
+    const dog = watchdog(stallMs);
+    try {
+      return await dog.guard(pending);
+    } catch (error) {
+      if (!(error instanceof Stalled)) throw error;
+      const seconds = stallMs / 1000;
+      if (stalls === MAX_STALLS) {
+        throw new Error(
+          `hashing ${describeSize(blob)} of the file gave no answer for ${seconds} s, ${MAX_STALLS} times in a row`,
+        );
+      }
+      console.warn(`chunkwise: hashing ${describeSize(blob)} of the file gave no answer for ${seconds} s; reading and hashing it again`);
+    } finally {
+      dog.stop();
+    }
+    const { buffer, filled } = await fill(blob, new ArrayBuffer(capacity), stallMs);
+    if (filled !== expected) {
+      throw new Error(`a slice gave ${filled} bytes instead of ${expected}; was the file changed while uploading?`);
+    }
+    pending = subtle.digest("SHA-256", new Uint8Array(buffer, 0, filled));
+  }
 }
