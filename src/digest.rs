@@ -66,7 +66,12 @@ pub async fn slice_sha256(bytes: &Uint8Array) -> Result<[u8; 32], SourceError> {
     let digest = JsFuture::from(promise.map_err(read_error)?)
         .await
         .map_err(read_error)?;
+    Ok(webcrypto_digest(&digest))
+}
+
+/// The 32 bytes of a WebCrypto SHA-256 result (an ArrayBuffer).
+pub fn webcrypto_digest(digest: &wasm_bindgen::JsValue) -> [u8; 32] {
     let mut out = [0u8; 32];
-    Uint8Array::new(&digest).copy_to(&mut out);
-    Ok(out)
+    Uint8Array::new(digest).copy_to(&mut out);
+    out
 }

@@ -21,7 +21,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, ReadableStream, ReadableStreamDefaultReader};
 
-use crate::digest::slice_sha256;
+use crate::digest::{slice_sha256, wasm_sha256, webcrypto_digest};
 use crate::interop::describe_js_error;
 
 /// A slice body: a Blob slice or a view of a pooled buffer.
@@ -88,7 +88,7 @@ impl Drop for StreamReader {
 extern "C" {
     /// Reads a Blob slice into a reused buffer, resolving with `{buffer, length, digest}`.
     #[wasm_bindgen(js_name = readSlice)]
-    fn read_slice(blob: &Blob, buffer: &ArrayBuffer, hash: bool) -> Promise;
+    fn read_slice(blob: &Blob, buffer: &ArrayBuffer) -> Promise;
 }
 
 /// Slices read ahead for their digests, at most. A read overlaps the sending of earlier
@@ -164,7 +164,7 @@ impl BlobSource {
                 .free
                 .pop()
                 .unwrap_or_else(|| ArrayBuffer::new(self.chunk_size_bytes as u32));
-            let read = JsFuture::from(read_slice(&slice, &buffer, true));
+            let read = JsFuture::from(read_slice(&slice, &buffer));
             self.pending.push_back(PendingRead {
                 index: self.next_index,
                 len,
@@ -229,24 +229,26 @@ impl SliceSource for BlobSource {
         if read != pending.len {
             return Err(changed(pending.index, read, pending.len));
         }
+        // Null where there is no WebCrypto: then the slice is hashed in wasm, before the
+        // buffer is reused.
         let digest = prop("digest");
-        let sha256 = if digest.is_null() {
-            let bytes = Uint8Array::new_with_byte_offset_and_length(&buffer, 0, pending.len as u32);
-            let sha256 = slice_sha256(&bytes).await?;
-            self.free.push(buffer);
-            self.read_ahead()?;
-            sha256
-        } else {
-            // WebCrypto already holds its own copy: read the next slice while this one is
-            // hashed.
-            self.free.push(buffer);
-            self.read_ahead()?;
-            let digest = JsFuture::from(Promise::from(digest))
-                .await
-                .map_err(read_error)?;
-            let mut out = [0u8; 32];
-            Uint8Array::new(&digest).copy_to(&mut out);
-            out
+        let in_wasm = digest.is_null().then(|| {
+            wasm_sha256(&Uint8Array::new_with_byte_offset_and_length(
+                &buffer,
+                0,
+                pending.len as u32,
+            ))
+        });
+        // WebCrypto took its own copy: read the next slice while this one is hashed.
+        self.free.push(buffer);
+        self.read_ahead()?;
+        let sha256 = match in_wasm {
+            Some(sha256) => sha256,
+            None => webcrypto_digest(
+                &JsFuture::from(Promise::from(digest))
+                    .await
+                    .map_err(read_error)?,
+            ),
         };
         Ok(Read::Slice(SliceData {
             index: pending.index,

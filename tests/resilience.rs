@@ -55,12 +55,7 @@ extern "C" {
 extern "C" {
     /// The library's slice reader, with a short stall limit.
     #[wasm_bindgen(js_name = readSlice)]
-    fn read_slice(
-        blob: &JsValue,
-        buffer: &js_sys::ArrayBuffer,
-        hash: bool,
-        stall_ms: f64,
-    ) -> js_sys::Promise;
+    fn read_slice(blob: &JsValue, buffer: &js_sys::ArrayBuffer, stall_ms: f64) -> js_sys::Promise;
 }
 
 async fn sleep_ms(ms: u32) {
@@ -337,24 +332,31 @@ fn resume_options_are_checked() {
     }
 }
 
-#[wasm_bindgen_test]
-async fn a_slice_read_that_stalls_is_read_again_from_a_fresh_stream() {
-    let blob = pattern_blob(300_000.0, 7);
-    let fake = stalling_blob(&blob, 2);
-    let buffer = js_sys::ArrayBuffer::new(300_000);
-    let result = JsFuture::from(read_slice(&fake, &buffer, true, 200.0))
+/// Reads `blob` (`len` bytes) with the library's slice reader; returns the length read and
+/// the slice's SHA-256 in hex.
+async fn read_and_hash(blob: &JsValue, len: u32, stall_ms: f64) -> (f64, String) {
+    let buffer = js_sys::ArrayBuffer::new(len);
+    let result = JsFuture::from(read_slice(blob, &buffer, stall_ms))
         .await
         .unwrap();
-    assert_eq!(number(&result, "length"), 300_000.0);
-    assert_eq!(number(&fake, "calls"), 3.0);
     let digest = JsFuture::from(js_sys::Promise::from(prop(&result, "digest")))
         .await
         .unwrap();
-    let hex: String = js_sys::Uint8Array::new(&digest)
+    let hex = js_sys::Uint8Array::new(&digest)
         .to_vec()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    (number(&result, "length"), hex)
+}
+
+#[wasm_bindgen_test]
+async fn a_slice_read_that_stalls_is_read_again_from_a_fresh_stream() {
+    let blob = pattern_blob(300_000.0, 7);
+    let fake = stalling_blob(&blob, 2);
+    let (length, hex) = read_and_hash(&fake, 300_000, 200.0).await;
+    assert_eq!(length, 300_000.0);
+    assert_eq!(number(&fake, "calls"), 3.0);
     assert_eq!(hex, sha256_hex(&blob).await);
 }
 
@@ -363,7 +365,7 @@ async fn a_slice_read_that_keeps_stalling_fails_with_a_clear_error() {
     let blob = pattern_blob(1000.0, 8);
     let fake = stalling_blob(&blob, 10);
     let buffer = js_sys::ArrayBuffer::new(1000);
-    let error = JsFuture::from(read_slice(&fake, &buffer, true, 100.0))
+    let error = JsFuture::from(read_slice(&fake, &buffer, 100.0))
         .await
         .unwrap_err();
     let message = string(&error, "message");
@@ -378,18 +380,8 @@ async fn a_slice_read_that_keeps_stalling_fails_with_a_clear_error() {
 async fn a_digest_that_never_answers_is_asked_again_from_a_fresh_read() {
     let blob = pattern_blob(300_000.0, 9);
     let digests = stall_digests(1);
-    let buffer = js_sys::ArrayBuffer::new(300_000);
-    let result = JsFuture::from(read_slice(&blob, &buffer, true, 200.0))
-        .await
-        .unwrap();
-    let digest = JsFuture::from(js_sys::Promise::from(prop(&result, "digest")))
-        .await
-        .unwrap();
+    let (length, hex) = read_and_hash(&blob, 300_000, 200.0).await;
+    assert_eq!(length, 300_000.0);
     assert_eq!(number(&digests, "calls"), 2.0);
-    let hex: String = js_sys::Uint8Array::new(&digest)
-        .to_vec()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     assert_eq!(hex, sha256_hex(&blob).await);
 }

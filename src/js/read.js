@@ -11,11 +11,6 @@
 // it) on another thread: several times faster than SHA-256 in wasm.
 const subtle = globalThis.crypto?.subtle;
 
-/** Whether WebCrypto can hash here (secure contexts only). */
-export function nativeDigest() {
-  return subtle !== undefined;
-}
-
 // A read of Chromium's blob stream has, rarely, never settled: once in tens of GiB of
 // benchmark uploads a slice's read waited for minutes with nothing in flight, while a fresh
 // stream over the same bytes read at once. So a read that makes no progress for
@@ -118,79 +113,78 @@ async function fillOnce(blob, buffer, dog) {
   return { buffer, filled };
 }
 
-async function fill(blob, buffer, stallMs) {
-  const capacity = buffer.byteLength; // a BYOB read detaches the buffer it is given
+/**
+ * `attempt(dog)` under a fresh watchdog, until it ends without stalling. After a stall it
+ * warns, awaits `beforeRetry()` and tries again; after `MAX_STALLS` it fails, saying what
+ * `describe(seconds)` says stalled.
+ */
+async function retryStalls(stallMs, describe, attempt, beforeRetry) {
   for (let stalls = 1; ; stalls++) {
     const dog = watchdog(stallMs);
     try {
-      return await fillOnce(blob, buffer, dog);
+      return await attempt(dog);
     } catch (error) {
       if (!(error instanceof Stalled)) throw error;
-      const seconds = stallMs / 1000;
-      if (stalls === MAX_STALLS) {
-        throw new Error(
-          `reading ${describeSize(blob)} of the file made no progress for ${seconds} s, ${MAX_STALLS} times in a row`,
-        );
-      }
-      console.warn(`chunkwise: reading ${describeSize(blob)} of the file made no progress for ${seconds} s; reading it again`);
-      // The abandoned read still holds the buffer it was given.
-      buffer = new ArrayBuffer(capacity);
+      const stalled = describe(stallMs / 1000);
+      if (stalls === MAX_STALLS) throw new Error(`${stalled}, ${MAX_STALLS} times in a row`);
+      console.warn(`chunkwise: ${stalled}; trying again`);
     } finally {
       dog.stop();
     }
+    await beforeRetry();
   }
 }
 
-const describeSize = (blob) => `${blob.size} bytes`;
+async function fill(blob, buffer, stallMs) {
+  const capacity = buffer.byteLength; // a BYOB read detaches the buffer it is given
+  return retryStalls(
+    stallMs,
+    (seconds) => `reading ${blob.size} bytes of the file made no progress for ${seconds} s`,
+    (dog) => fillOnce(blob, buffer, dog),
+    () => {
+      // The abandoned read still holds the buffer it was given.
+      buffer = new ArrayBuffer(capacity);
+    },
+  );
+}
 
 /**
  * Reads `blob` (at most `buffer.byteLength` bytes) into the start of `buffer`, reading it
  * again from a fresh stream when a read stalls for `stallMs` (see above). Resolves
- * with `{ buffer, length, digest }`: the buffer to reuse, the bytes read, and, when `hash`
- * is set and WebCrypto exists, a promise of their SHA-256 as an ArrayBuffer (else `null`,
- * and the caller hashes `buffer` itself).
+ * with `{ buffer, length, digest }`: the buffer to reuse, the bytes read, and, where
+ * WebCrypto exists, a promise of their SHA-256 as an ArrayBuffer (else `null`, and the
+ * caller hashes `buffer` itself).
  *
  * The digest is left pending on purpose: WebCrypto takes its copy of the bytes when called,
  * so the buffer is free at once and the next slice can be read while this one is hashed.
  */
-export async function readSlice(blob, buffer, hash, stallMs = STALL_MS) {
+export async function readSlice(blob, buffer, stallMs = STALL_MS) {
   const capacity = buffer.byteLength;
   const { buffer: filledBuffer, filled } = await fill(blob, buffer, stallMs);
   let digest = null;
-  if (hash && subtle !== undefined) {
+  if (subtle !== undefined) {
     digest = hashWithin(blob, new Uint8Array(filledBuffer, 0, filled), capacity, stallMs);
   }
   return { buffer: filledBuffer, length: filled, digest };
 }
 
 /**
- * SHA-256 of `bytes` (the content of `blob`) by WebCrypto. A digest that does not answer
- * within `stallMs` is asked for again, from a fresh read of `blob`: by then the caller's
- * buffer holds the next slice.
+ * SHA-256 of `bytes` (the content of `blob`) by WebCrypto, asked for at once. A digest
+ * that does not answer within `stallMs` is asked for again, from a fresh read of `blob`:
+ * by then the caller's buffer holds the next slice.
  */
-async function hashWithin(blob, bytes, capacity, stallMs) {
+function hashWithin(blob, bytes, capacity, stallMs) {
   const expected = bytes.byteLength;
-  let pending = subtle.digest("SHA-256", bytes);
-  for (let stalls = 1; ; stalls++) {
-    const dog = watchdog(stallMs);
-    try {
-      return await dog.guard(pending);
-    } catch (error) {
-      if (!(error instanceof Stalled)) throw error;
-      const seconds = stallMs / 1000;
-      if (stalls === MAX_STALLS) {
-        throw new Error(
-          `hashing ${describeSize(blob)} of the file gave no answer for ${seconds} s, ${MAX_STALLS} times in a row`,
-        );
+  return retryStalls(
+    stallMs,
+    (seconds) => `hashing ${blob.size} bytes of the file gave no answer for ${seconds} s`,
+    (dog) => dog.guard(subtle.digest("SHA-256", bytes)),
+    async () => {
+      const { buffer, filled } = await fill(blob, new ArrayBuffer(capacity), stallMs);
+      if (filled !== expected) {
+        throw new Error(`a slice gave ${filled} bytes instead of ${expected}; was the file changed while uploading?`);
       }
-      console.warn(`chunkwise: hashing ${describeSize(blob)} of the file gave no answer for ${seconds} s; reading and hashing it again`);
-    } finally {
-      dog.stop();
-    }
-    const { buffer, filled } = await fill(blob, new ArrayBuffer(capacity), stallMs);
-    if (filled !== expected) {
-      throw new Error(`a slice gave ${filled} bytes instead of ${expected}; was the file changed while uploading?`);
-    }
-    pending = subtle.digest("SHA-256", new Uint8Array(buffer, 0, filled));
-  }
+      bytes = new Uint8Array(buffer, 0, filled);
+    },
+  );
 }
