@@ -351,6 +351,21 @@ fn upload(
     (result, events)
 }
 
+/// Resumes the upload at the fake server's one location, 2 slices in flight.
+fn resume(bytes: Vec<u8>, chunk: u64, server: &FakeServer) -> Result<Outcome, UploadError> {
+    let options = options(chunk, 2);
+    let runtime = FakeRuntime::new();
+    let engine = Engine {
+        options: &options,
+        source: VecSource::new(bytes, chunk),
+        transport: server,
+        runtime: &runtime,
+        events: &(),
+        control: &Control::default(),
+    };
+    futures_executor::block_on(engine.run(Start::Resume("http://test/uploads/abc".into())))
+}
+
 const CHUNK: u64 = 256 * 1024;
 
 #[test]
@@ -565,20 +580,7 @@ fn resume_sends_only_the_missing_slices_and_checks_every_slice() {
             .insert(i * CHUNK, bytes[range].to_vec());
     }
     // Asked with another chunk size: the server's slicing wins.
-    let options = options(2 * CHUNK, 2);
-    let runtime = FakeRuntime::new();
-    let control = Control::default();
-    let engine = Engine {
-        options: &options,
-        source: VecSource::new(bytes.clone(), 2 * CHUNK),
-        transport: &server,
-        runtime: &runtime,
-        events: &(),
-        control: &control,
-    };
-    let outcome =
-        futures_executor::block_on(engine.run(Start::Resume("http://test/uploads/abc".into())))
-            .unwrap();
+    let outcome = resume(bytes.clone(), 2 * CHUNK, &server).unwrap();
     assert_eq!(server.assembled(), bytes);
     assert_eq!(server.puts.get(), 4, "slices 1, 4, 5 and 6");
     assert_eq!(outcome.resumed_slices, 3);
@@ -595,20 +597,7 @@ fn resuming_onto_slices_of_a_changed_file_fails_with_digest_mismatch() {
     let mut earlier = bytes[CHUNK as usize..2 * CHUNK as usize].to_vec();
     earlier[7] ^= 0xff;
     server.stored.borrow_mut().insert(CHUNK, earlier);
-    let options = options(CHUNK, 2);
-    let runtime = FakeRuntime::new();
-    let control = Control::default();
-    let engine = Engine {
-        options: &options,
-        source: VecSource::new(bytes.clone(), CHUNK),
-        transport: &server,
-        runtime: &runtime,
-        events: &(),
-        control: &control,
-    };
-    let error =
-        futures_executor::block_on(engine.run(Start::Resume("http://test/uploads/abc".into())))
-            .unwrap_err();
+    let error = resume(bytes, CHUNK, &server).unwrap_err();
     assert_eq!(error.code, ErrorCode::DigestMismatch, "{error:?}");
     assert_eq!(server.puts.get(), 3, "slice 1 counted as held, not re-sent");
 }
