@@ -322,10 +322,9 @@ async fn complete_checks_the_slices_digest() {
     // The digest of other slices (one byte differs): refused, and nothing is lost.
     let mut other = bytes.clone();
     other[2500] ^= 1;
+    let wrong = json!({"slicesSha256": slices_hex(&other, 1000)});
     assert_error_pair(
-        server
-            .complete(&location, json!({"slicesSha256": slices_hex(&other, 1000)}))
-            .await,
+        server.complete(&location, wrong.clone()).await,
         400,
         "digest_mismatch",
     );
@@ -341,9 +340,7 @@ async fn complete_checks_the_slices_digest() {
     // Completing again answers the same, and still checks.
     assert_eq!(server.complete(&location, right).await.1, body);
     assert_error_pair(
-        server
-            .complete(&location, json!({"slicesSha256": slices_hex(&other, 1000)}))
-            .await,
+        server.complete(&location, wrong).await,
         400,
         "digest_mismatch",
     );
