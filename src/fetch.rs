@@ -1,19 +1,29 @@
-//! The protocol v1 [`Transport`] over the global `fetch` (window or worker).
+//! The protocol [`Transport`]: slices through `XMLHttpRequest` (for upload progress),
+//! everything else through the global `fetch` (window or worker).
 //!
 //! Every request owns an `AbortController`; dropping the request's future aborts it, so
 //! an aborted or failed upload leaves no request running.
+//!
+//! The transport speaks v2 to a server that says so in its create or status answer (one
+//! URL per upload, so one CORS preflight), and v1 otherwise.
 
-use chunkwise_core::engine::{CreatedUpload, SliceData, Transport, TransportError};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use chunkwise_core::engine::{CreatedUpload, SentBytes, SliceData, Transport, TransportError};
 use chunkwise_core::protocol::{
     self, Complete, Completed, CreateUpload, Created, ErrorBody, Status,
 };
 use chunkwise_core::retry::Failure;
-use js_sys::Promise;
+use js_sys::{Array, Promise, Reflect};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, Headers, RequestInit, Response, Url};
+use web_sys::{AbortController, AbortSignal, Headers, RequestInit, Response, Url};
 
 use crate::interop::describe_js_error;
 use crate::source::Body;
@@ -24,6 +34,27 @@ extern "C" {
     #[wasm_bindgen(js_name = fetch)]
     fn global_fetch(input: &str, init: &RequestInit) -> Promise;
 }
+
+#[wasm_bindgen(module = "/src/js/xhr.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = hasXhr)]
+    fn has_xhr() -> bool;
+    /// Resolves with `{status, statusText, retryAfter, text}`; rejects without an answer.
+    #[wasm_bindgen(js_name = sendXhr)]
+    fn send_xhr(
+        method: &str,
+        url: &str,
+        headers: Array,
+        body: &JsValue,
+        on_sent: &Closure<dyn FnMut(f64)>,
+        signal: &AbortSignal,
+    ) -> Promise;
+    #[wasm_bindgen(js_name = answersWithoutCors)]
+    fn answers_without_cors(url: &str, ms: u32) -> Promise;
+}
+
+/// How long the CORS diagnosis waits for a `no-cors` answer.
+const CORS_PROBE_MS: u32 = 5_000;
 
 /// Aborts its request when dropped before the answer was read.
 struct AbortOnDrop(Option<AbortController>);
@@ -42,11 +73,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Talks protocol v1 to one server.
+/// Talks the protocol to one server.
 #[derive(Debug)]
 pub struct FetchTransport {
     endpoint: String,
     headers: Vec<(String, String)>,
+    /// Slices go through XMLHttpRequest (absent in service workers).
+    xhr: bool,
+    /// The protocol version the server announced (1 until it said otherwise).
+    protocol: Cell<u32>,
 }
 
 fn network_error(message: String) -> TransportError {
@@ -71,7 +106,132 @@ fn protocol_error(status: u16, message: String) -> TransportError {
 impl FetchTransport {
     /// `endpoint` is already absolute; `headers` go on every request.
     pub fn new(endpoint: String, headers: Vec<(String, String)>) -> Self {
-        Self { endpoint, headers }
+        Self {
+            endpoint,
+            headers,
+            xhr: has_xhr(),
+            protocol: Cell::new(1),
+        }
+    }
+
+    /// After a request to `url` got no answer: if `url` is on another origin and answers a
+    /// `no-cors` request, the server is up and its CORS rules refuse this page, which no
+    /// retry can mend. Otherwise the error stands (offline, server down).
+    async fn diagnose(&self, url: &str, error: TransportError) -> TransportError {
+        if error.failure != Failure::Network {
+            return error;
+        }
+        let page_origin = Reflect::get(&js_sys::global(), &"location".into())
+            .and_then(|location| Reflect::get(&location, &"origin".into()))
+            .ok()
+            .and_then(|origin| origin.as_string());
+        let target_origin = Url::new(url).map(|u| u.origin()).ok();
+        let (Some(page_origin), Some(target_origin)) = (page_origin, target_origin) else {
+            return error;
+        };
+        if page_origin == target_origin {
+            return error;
+        }
+        let reachable = JsFuture::from(answers_without_cors(url, CORS_PROBE_MS))
+            .await
+            .is_ok_and(|v| v.is_truthy());
+        if !reachable {
+            return error;
+        }
+        TransportError {
+            failure: Failure::Blocked,
+            code: Some("cors".into()),
+            message: format!(
+                "{target_origin} answers, but the browser hid its answer from this page \
+                 ({page_origin}): its CORS rules most likely do not allow this origin \
+                 (chunkwise-server: --allowed-origin {page_origin}; a bucket: a CORS rule for it)"
+            ),
+        }
+    }
+
+    /// Sends a slice through XMLHttpRequest, reporting bytes as they leave.
+    async fn put_xhr(
+        &self,
+        url: &str,
+        body: &JsValue,
+        extra: &[(&str, &str)],
+        sent: SentBytes<'_>,
+    ) -> Result<(), TransportError> {
+        let headers = Array::new();
+        for (name, value) in self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(extra.iter().copied())
+        {
+            headers.push(&name.into());
+            headers.push(&value.into());
+        }
+        // The XHR's events arrive outside any poll: they leave the latest count here and
+        // wake the future, which hands it to `sent`.
+        let latest = Rc::new(Cell::new(-1.0f64));
+        let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
+        let on_sent = {
+            let (latest, waker) = (latest.clone(), waker.clone());
+            Closure::<dyn FnMut(f64)>::new(move |bytes: f64| {
+                latest.set(bytes);
+                if let Some(waker) = waker.borrow_mut().take() {
+                    waker.wake();
+                }
+            })
+        };
+        let controller =
+            AbortController::new().map_err(|e| network_error(describe_js_error(&e)))?;
+        // Declared after `on_sent`, so dropped (aborting the XHR) before it.
+        let mut guard = AbortOnDrop(Some(controller.clone()));
+        let mut answer = JsFuture::from(send_xhr(
+            "PUT",
+            url,
+            headers,
+            body,
+            &on_sent,
+            &controller.signal(),
+        ));
+        let mut reported = -1.0f64;
+        let answer = std::future::poll_fn(|cx| {
+            let bytes = latest.get();
+            if bytes > reported {
+                reported = bytes;
+                sent(bytes as u64);
+            }
+            match Pin::new(&mut answer).poll(cx) {
+                Poll::Ready(result) => Poll::Ready(result),
+                Poll::Pending => {
+                    *waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        guard.disarm();
+        let answer = answer
+            .map_err(|e| network_error(format!("PUT {url} failed: {}", describe_js_error(&e))))?;
+        let field = |name: &str| Reflect::get(&answer, &name.into()).unwrap_or_default();
+        let status = field("status").as_f64().unwrap_or(0.0) as u16;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(status_error(
+            "PUT",
+            url,
+            status,
+            &field("statusText").as_string().unwrap_or_default(),
+            field("retryAfter").as_string(),
+            &field("text").as_string().unwrap_or_default(),
+        ))
+    }
+
+    /// Where slice requests and `complete` go, by protocol version.
+    fn slice_url(&self, location: &str, index: u64) -> String {
+        match self.protocol.get() {
+            1 => format!("{location}/slices/{index}"),
+            _ => location.to_string(),
+        }
     }
 
     async fn send(
@@ -112,13 +272,7 @@ impl FetchTransport {
             guard.disarm();
             return Ok(response);
         }
-        let status = response.status();
-        let retry_after_ms = response
-            .headers()
-            .get("retry-after")
-            .ok()
-            .flatten()
-            .and_then(|v| parse_retry_after(&v));
+        let retry_after = response.headers().get("retry-after").ok().flatten();
         let text = match response.text() {
             Ok(promise) => JsFuture::from(promise)
                 .await
@@ -128,24 +282,14 @@ impl FetchTransport {
             Err(_) => String::new(),
         };
         guard.disarm();
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (Some(body.error.code), body.error.message),
-            Err(_) => (
-                None,
-                format!(
-                    "{method} {url} answered {status} {}",
-                    response.status_text()
-                ),
-            ),
-        };
-        Err(TransportError {
-            failure: Failure::Status {
-                status,
-                retry_after_ms,
-            },
-            code,
-            message,
-        })
+        Err(status_error(
+            method,
+            url,
+            response.status(),
+            &response.status_text(),
+            retry_after,
+            &text,
+        ))
     }
 
     /// `POST`s `request` as JSON (the protocol's bodies always serialise).
@@ -182,9 +326,35 @@ impl FetchTransport {
         serde_json::from_str(&text).map_err(|e| {
             protocol_error(
                 status,
-                format!("the server's answer is not protocol v1: {e}"),
+                format!("the server's answer is not chunkwise's protocol: {e}"),
             )
         })
+    }
+}
+
+/// An error answer: the server's `{"error":{"code","message"}}` when it sent one.
+fn status_error(
+    method: &str,
+    url: &str,
+    status: u16,
+    status_text: &str,
+    retry_after: Option<String>,
+    text: &str,
+) -> TransportError {
+    let (code, message) = match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => (Some(body.error.code), body.error.message),
+        Err(_) => (
+            None,
+            format!("{method} {url} answered {status} {status_text}"),
+        ),
+    };
+    TransportError {
+        failure: Failure::Status {
+            status,
+            retry_after_ms: retry_after.as_deref().and_then(parse_retry_after),
+        },
+        code,
+        message,
     }
 }
 
@@ -200,9 +370,17 @@ fn parse_retry_after(value: &str) -> Option<f64> {
 impl Transport for FetchTransport {
     type Body = Body;
 
+    fn reports_upload_progress(&self) -> bool {
+        self.xhr
+    }
+
     async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError> {
-        let response = self.post_json(&self.endpoint, request).await?;
+        let response = match self.post_json(&self.endpoint, request).await {
+            Ok(response) => response,
+            Err(error) => return Err(self.diagnose(&self.endpoint, error).await),
+        };
         let created: Created = Self::json(&response).await?;
+        self.protocol.set(created.protocol);
         // `Location` is relative to the endpoint; without CORS exposing it, the id is enough.
         let location = response
             .headers()
@@ -225,13 +403,21 @@ impl Transport for FetchTransport {
         &self,
         location: &str,
         slice: &SliceData<Body>,
+        sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        let url = format!("{location}/slices/{}", slice.index);
+        let url = self.slice_url(location, slice.index);
         let digest = slice.sha256.as_ref().map(protocol::content_digest);
-        let extra: Vec<(&str, &str)> = digest
+        let index = slice.index.to_string();
+        let mut extra: Vec<(&str, &str)> = digest
             .iter()
             .map(|d| (protocol::CONTENT_DIGEST, d.as_str()))
             .collect();
+        if self.protocol.get() >= 2 {
+            extra.push((protocol::SLICE_INDEX, &index));
+        }
+        if self.xhr {
+            return self.put_xhr(&url, &slice.body.value, &extra, sent).await;
+        }
         self.send("PUT", &url, Some(&slice.body.value), &extra)
             .await
             .map(drop)
@@ -242,15 +428,22 @@ impl Transport for FetchTransport {
         location: &str,
         request: &Complete,
     ) -> Result<Completed, TransportError> {
-        let response = self
-            .post_json(&format!("{location}/complete"), request)
-            .await?;
+        let url = match self.protocol.get() {
+            1 => format!("{location}/complete"),
+            _ => location.to_string(),
+        };
+        let response = self.post_json(&url, request).await?;
         Self::json(&response).await
     }
 
     async fn status(&self, location: &str) -> Result<Status, TransportError> {
-        let response = self.send("GET", location, None, &[]).await?;
-        Self::json(&response).await
+        let response = match self.send("GET", location, None, &[]).await {
+            Ok(response) => response,
+            Err(error) => return Err(self.diagnose(location, error).await),
+        };
+        let status: Status = Self::json(&response).await?;
+        self.protocol.set(status.protocol);
+        Ok(status)
     }
 
     async fn delete(&self, location: &str) -> Result<(), TransportError> {

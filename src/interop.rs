@@ -388,6 +388,11 @@ pub fn progress_to_js(progress: &Progress) -> JsValue {
     set(&object, "bytesSent", progress.bytes_sent as f64);
     set(
         &object,
+        "bytesAcknowledged",
+        progress.bytes_acknowledged as f64,
+    );
+    set(
+        &object,
         "bytesTotal",
         number_or_null(progress.bytes_total.map(|v| v as f64)),
     );

@@ -58,14 +58,15 @@ export interface UploadOptions {
   digest?: "sha-256" | "none";
   /** Retries per slice on network errors, 408, 429 and 5xx. Default 5; 0 ..= 100. */
   retries?: number;
-  /** Called at most every 50 ms, and at least once per acknowledged slice. */
+  /** Called as bytes leave (at most every 50 ms), and at least once per acknowledged slice. */
   onProgress?: (progress: UploadProgress) => void;
   /** Called when a slice changes state (for slice maps). */
   onSlice?: (event: SliceEvent) => void;
   /** Aborts the upload: in-flight requests are cancelled and the server upload deleted. */
   signal?: AbortSignal;
-  /** A request with no answer after this long is aborted and retried (the limit doubles
-   * with each attempt, up to 8x). Default 30000; 100 ..= 3600000. */
+  /** A slice request none of whose bytes has moved for this long is aborted and retried;
+   * a slow but moving one never is. Before its first byte leaves a request may wait 4x as
+   * long (for a connection). Default 30000; 100 ..= 3600000. */
   stallTimeoutMs?: number;
   /** How long to wait out network errors (offline, server down) before failing; they do
    * not spend `retries`. Default 600000 (10 min); 0 ..= 86400000. */
@@ -91,16 +92,20 @@ export interface PreviousUpload {
   bytesReceived: number | null;
 }
 
-/** Progress, counting only bytes the server acknowledged. */
+/** Progress. */
 export interface UploadProgress {
+  /** Bytes that have left the browser, in requests still alive or acknowledged; a
+   * request that fails takes its bytes off again, so this never shows more than is true. */
   bytesSent: number;
+  /** Bytes in slices the server acknowledged (stored and checked). */
+  bytesAcknowledged: number;
   /** null while a stream of unknown length is still being read. */
   bytesTotal: number | null;
   slicesDone: number;
   slicesTotal: number | null;
   /** Slice requests outstanding now. */
   inFlight: number;
-  /** Moving average over the last 5 s. */
+  /** Bytes put on the wire per second, moving average over the last 5 s. */
   bytesPerSecond: number;
   /** null until a rate and a total are known. */
   etaSeconds: number | null;

@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_util::future::{self, Either};
@@ -25,6 +26,7 @@ use crate::progress::{Progress, Tracker};
 use crate::protocol::{Complete, Completed, CreateUpload, Created, SlicesDigest, Status};
 use crate::ranges::IndexSet;
 use crate::retry::{Decision, Failure, RetryPolicy, RetryState};
+use crate::stall::StallWatch;
 
 /// Time, sleep and randomness, injected.
 pub trait Runtime {
@@ -112,17 +114,27 @@ pub struct CreatedUpload {
     pub created: Created,
 }
 
-/// The HTTP side of protocol v1.
+/// Called with the number of a request body's bytes that have left so far.
+pub type SentBytes<'a> = Rc<dyn Fn(u64) + 'a>;
+
+/// The HTTP side of the protocol (see `docs/protocol.md`).
 pub trait Transport {
     /// What a slice's bytes travel as.
     type Body;
+    /// Whether `put_slice` reports its bytes as they leave. When it does, a slice request
+    /// is stalled only when its bytes stop moving; when not, it has a deadline.
+    fn reports_upload_progress(&self) -> bool {
+        true
+    }
     /// `POST /uploads`.
     async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError>;
-    /// `PUT {location}/slices/{index}`.
+    /// Sends one slice, calling `sent` with the body bytes that have left so far (and
+    /// on any other sign of life, such as the answer's headers).
     async fn put_slice(
         &self,
         location: &str,
         slice: &SliceData<Self::Body>,
+        sent: SentBytes<'_>,
     ) -> Result<(), TransportError>;
     /// `POST {location}/complete`.
     async fn complete(
@@ -226,7 +238,7 @@ pub struct UploadError {
 impl UploadError {
     fn from_transport(error: TransportError, what: &str) -> Self {
         let (code, status) = match error.failure {
-            Failure::Network => (ErrorCode::Network, None),
+            Failure::Network | Failure::Blocked => (ErrorCode::Network, None),
             Failure::Stalled => (ErrorCode::Stalled, None),
             Failure::Status { status, .. } if error.code.as_deref() == Some("digest_mismatch") => {
                 (ErrorCode::DigestMismatch, Some(status))
@@ -374,11 +386,47 @@ struct Requests<'a, R, E> {
     offline_timeout_ms: f64,
 }
 
+/// Wakes the engine's loop from outside a poll (upload progress events).
+#[derive(Debug, Default)]
+struct Pulse {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Pulse {
+    fn notify(&self) {
+        self.fired.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves at the next `notify` (or at once if one came since the last wait).
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        future::poll_fn(move |cx| {
+            if self.fired.replace(false) {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// Progress shared by the engine's loop and the slice requests in flight.
+struct Shared {
+    tracker: RefCell<Tracker>,
+    pulse: Pulse,
+}
+
 /// Which request, for messages, events and the retry rules.
 struct Request<'a> {
     what: &'a str,
-    /// The slice, for events.
+    /// The slice, for events and progress.
     slice: Option<u64>,
+    /// Where the slice's bytes are counted as they leave; `None` for requests whose stall
+    /// is a deadline.
+    progress: Option<&'a Shared>,
     /// Wait out network errors (false only before the upload exists, so that a wrong
     /// endpoint fails fast).
     wait_offline: bool,
@@ -387,35 +435,62 @@ struct Request<'a> {
 }
 
 impl<R: Runtime, E: Events> Requests<'_, R, E> {
-    /// Runs `make()` until it succeeds or the retry rules give up. Each attempt waits
-    /// while paused and is aborted (dropped) when it stalls.
-    async fn run<O, Fut: Future<Output = Result<O, TransportError>>>(
-        &self,
-        request: Request<'_>,
-        mut make: impl FnMut() -> Fut,
+    /// Runs `make(sent)` until it succeeds or the retry rules give up. Each attempt waits
+    /// while paused and is aborted (dropped) when it stalls (see [`StallWatch`]).
+    async fn run<'s, O, Fut: Future<Output = Result<O, TransportError>>>(
+        &'s self,
+        request: Request<'s>,
+        mut make: impl FnMut(SentBytes<'s>) -> Fut,
     ) -> Result<O, UploadError> {
         let offline = request.wait_offline.then_some(self.offline_timeout_ms);
         let mut state = RetryState::new(self.policy, offline);
+        let runtime = self.runtime;
         loop {
             self.control.running().await;
             let attempt = state.attempt();
             if let (Some(index), true) = (request.slice, attempt > 1) {
                 self.events.slice(index, SliceState::Sending, attempt);
             }
-            // No upload progress is visible through fetch, so a stall is a request with no
-            // answer in time; the time doubles with each attempt so that a slow but
-            // working link still gets through.
-            let timeout_ms = self.stall_timeout_ms * f64::from(1u32 << (attempt - 1).min(3))
-                + request.extra_timeout_ms;
+            let now_ms = runtime.now_ms();
+            let watch = Rc::new(Cell::new(match request.progress {
+                Some(_) => StallWatch::idle(now_ms, self.stall_timeout_ms),
+                None => StallWatch::deadline(
+                    now_ms,
+                    self.stall_timeout_ms,
+                    attempt,
+                    request.extra_timeout_ms,
+                ),
+            }));
+            let sent: SentBytes<'s> = {
+                let (watch, progress, slice) = (watch.clone(), request.progress, request.slice);
+                Rc::new(move |bytes| {
+                    let now_ms = runtime.now_ms();
+                    let mut w = watch.get();
+                    w.progressed(now_ms);
+                    watch.set(w);
+                    if let (Some(shared), Some(index)) = (progress, slice) {
+                        shared.tracker.borrow_mut().sent(now_ms, index, bytes);
+                        shared.pulse.notify();
+                    }
+                })
+            };
             let outcome = {
-                let call = pin!(make());
-                let timer = pin!(self.runtime.sleep(timeout_ms));
-                match future::select(call, timer).await {
+                let call = pin!(make(sent));
+                let stalled = pin!(async {
+                    loop {
+                        let left_ms = watch.get().remaining_ms(runtime.now_ms());
+                        if left_ms <= 0.0 {
+                            break;
+                        }
+                        runtime.sleep(left_ms).await;
+                    }
+                });
+                match future::select(call, stalled).await {
                     Either::Left((outcome, _)) => outcome,
                     Either::Right(((), _)) => Err(TransportError {
                         failure: Failure::Stalled,
                         code: None,
-                        message: format!("no answer within {} ms", timeout_ms.round()),
+                        message: watch.get().describe(),
                     }),
                 }
             };
@@ -423,13 +498,17 @@ impl<R: Runtime, E: Events> Requests<'_, R, E> {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            match state.on_failure(self.runtime.now_ms(), &error.failure, self.runtime.random()) {
+            if let (Some(shared), Some(index)) = (request.progress, request.slice) {
+                shared.tracker.borrow_mut().restart(index);
+                shared.pulse.notify();
+            }
+            match state.on_failure(runtime.now_ms(), &error.failure, runtime.random()) {
                 Decision::GiveUp => return Err(UploadError::from_transport(error, request.what)),
                 Decision::RetryAfterMs(ms) => {
                     if let Some(index) = request.slice {
                         self.events.slice(index, SliceState::Retrying, attempt);
                     }
-                    self.runtime.sleep(ms).await;
+                    runtime.sleep(ms).await;
                 }
             }
         }
@@ -475,10 +554,11 @@ where
                 let what = Request {
                     what: "creating the upload",
                     slice: None,
+                    progress: None,
                     wait_offline: false,
                     extra_timeout_ms: 0.0,
                 };
-                let created = requests.run(what, || transport.create(&request)).await?;
+                let created = requests.run(what, |_| transport.create(&request)).await?;
                 if created.created.chunk_size != opts.chunk_size_bytes {
                     return Err(UploadError::protocol(format!(
                         "the server answered with chunkSize {} instead of {}",
@@ -491,10 +571,11 @@ where
                 let what = Request {
                     what: "asking the server what it holds",
                     slice: None,
+                    progress: None,
                     wait_offline: true,
                     extra_timeout_ms: 0.0,
                 };
-                let status = requests.run(what, || transport.status(&location)).await?;
+                let status = requests.run(what, |_| transport.status(&location)).await?;
                 if status.chunk_size == 0 {
                     return Err(UploadError::protocol("the server reports chunkSize 0"));
                 }
@@ -522,11 +603,15 @@ where
             .map_err(|e| UploadError::protocol(e.to_string()))?;
 
         let max_in_flight = opts.max_in_flight as usize;
-        let mut tracker = Tracker::new(
-            runtime.now_ms(),
-            geometry.size_bytes(),
-            geometry.slice_count(),
-        );
+        let shared = Shared {
+            tracker: RefCell::new(Tracker::new(
+                runtime.now_ms(),
+                geometry.size_bytes(),
+                geometry.slice_count(),
+            )),
+            pulse: Pulse::default(),
+        };
+        let progress_ref = transport.reports_upload_progress().then_some(&shared);
         let mut reads = pin!(stream::unfold(Some(source), |source| async move {
             let mut source = source?;
             let read = source.next().await;
@@ -554,18 +639,25 @@ where
                         let request = Request {
                             what: &what,
                             slice: Some(slice.index),
+                            progress: progress_ref,
                             wait_offline: true,
                             extra_timeout_ms: 0.0,
                         };
                         requests_ref
-                            .run(request, || transport.put_slice(location_ref, &slice))
+                            .run(request, |sent| {
+                                transport.put_slice(location_ref, &slice, sent)
+                            })
                             .await?;
                         Ok::<_, UploadError>((slice.index, slice.len))
                     });
                 }
             }
-            tracker.set_in_flight(in_flight.len() as u32);
-            if let Some(p) = tracker.poll_emit(runtime.now_ms()) {
+            let emit = {
+                let mut tracker = shared.tracker.borrow_mut();
+                tracker.set_in_flight(in_flight.len() as u32);
+                tracker.poll_emit(runtime.now_ms())
+            };
+            if let Some(p) = emit {
                 events.progress(&p);
             }
             if end.is_some() && ready.is_none() && in_flight.is_empty() {
@@ -593,9 +685,11 @@ where
             } else {
                 Either::Left(in_flight.next())
             };
-            let flush = match tracker.next_emit_in_ms(runtime.now_ms()) {
+            let next_emit_in_ms = shared.tracker.borrow().next_emit_in_ms(runtime.now_ms());
+            let flush = match next_emit_in_ms {
                 Some(ms) => Either::Left(runtime.sleep(ms)),
-                None => Either::Right(future::pending()),
+                // Bytes leaving make a report due.
+                None => Either::Right(shared.pulse.wait()),
             };
             let resumed = if paused {
                 Either::Left(control.running())
@@ -630,7 +724,7 @@ where
                             if already.contains(slice.index) {
                                 // Read only for its digest: the server has it.
                                 resumed_slices += 1;
-                                tracker.acknowledged(runtime.now_ms(), slice.len);
+                                shared.tracker.borrow_mut().already_held(slice.len);
                                 events.slice(slice.index, SliceState::Done, 0);
                             } else {
                                 ready = Some(slice);
@@ -642,7 +736,7 @@ where
                                     .ok()
                                     .and_then(|g| g.slice_count())
                                     .unwrap_or(0);
-                            tracker.set_total(size_bytes, total);
+                            shared.tracker.borrow_mut().set_total(size_bytes, total);
                             end = Some(size_bytes);
                         }
                         Some(Err(e)) => return Err(e.into()),
@@ -655,7 +749,10 @@ where
                 }
                 Either::Left((Either::Right((acked, _)), _)) => match acked {
                     Some(Ok((index, len))) => {
-                        tracker.acknowledged(runtime.now_ms(), len);
+                        shared
+                            .tracker
+                            .borrow_mut()
+                            .acknowledged(runtime.now_ms(), index, len);
                         events.slice(index, SliceState::Done, 1);
                     }
                     Some(Err(e)) => return Err(e),
@@ -677,13 +774,14 @@ where
         let what = Request {
             what: "completing the upload",
             slice: None,
+            progress: None,
             wait_offline: true,
             extra_timeout_ms: size_bytes as f64 / 20_000.0,
         };
         let completed = requests
-            .run(what, || transport.complete(location_ref, &complete))
+            .run(what, |_| transport.complete(location_ref, &complete))
             .await?;
-        if let Some(p) = tracker.force_emit(runtime.now_ms()) {
+        if let Some(p) = shared.tracker.borrow_mut().force_emit(runtime.now_ms()) {
             events.progress(&p);
         }
         if completed.size != size_bytes {
@@ -692,6 +790,7 @@ where
                 completed.size, size_bytes
             )));
         }
+        let slices_done = shared.tracker.borrow().current().slices_done;
         let verified = match (&slices_sha256, &completed.slices_sha256) {
             (Some(ours), Some(theirs)) if !theirs.eq_ignore_ascii_case(ours) => {
                 return Err(UploadError {
@@ -709,7 +808,7 @@ where
             id: completed.id,
             location: location.clone(),
             size_bytes,
-            slices: tracker.current().slices_done,
+            slices: slices_done,
             resumed_slices,
             sha256: completed.sha256,
             verified,

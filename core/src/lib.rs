@@ -13,3 +13,4 @@ pub mod progress;
 pub mod protocol;
 pub mod ranges;
 pub mod retry;
+pub mod stall;

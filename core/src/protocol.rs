@@ -1,4 +1,10 @@
-//! Protocol v1: the JSON bodies and headers exchanged by the client and the server.
+//! Protocol v2 (and v1): the JSON bodies and headers exchanged by the client and the server.
+//!
+//! v2 sends every slice of an upload to the upload's own URL, `PUT /uploads/{id}` with the
+//! index in [`SLICE_INDEX`], and completes it with `POST /uploads/{id}`: a cross-origin page
+//! then needs one CORS preflight per upload instead of one per slice, since browsers cache
+//! preflights per URL. A v2 server says so in `protocol` of its create and status answers
+//! and still answers v1's per-slice URLs.
 //!
 //! See `docs/protocol.md` for the full description. Field names are camelCase on the
 //! wire. Sizes and offsets are `u64` (JSON numbers; browsers read them exactly up to
@@ -13,6 +19,16 @@ use sha2::{Digest, Sha256};
 
 /// The `Content-Digest` header (RFC 9530).
 pub const CONTENT_DIGEST: &str = "content-digest";
+
+/// The header naming the slice a v2 `PUT /uploads/{id}` carries.
+pub const SLICE_INDEX: &str = "chunkwise-slice";
+
+/// The protocol version this crate speaks.
+pub const VERSION: u32 = 2;
+
+fn v1() -> u32 {
+    1
+}
 
 /// `POST /uploads` body.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +54,9 @@ pub struct Created {
     pub chunk_size: u64,
     /// The total size, or `null` while deferred.
     pub size: Option<u64>,
+    /// The protocol version the server speaks for this upload (1 when absent).
+    #[serde(default = "v1")]
+    pub protocol: u32,
 }
 
 /// `GET /uploads/{id}` answer: everything a resuming client needs in one request.
@@ -56,6 +75,9 @@ pub struct Status {
     pub bytes_received: u64,
     /// Whether `complete` has succeeded.
     pub complete: bool,
+    /// The protocol version the server speaks for this upload (1 when absent).
+    #[serde(default = "v1")]
+    pub protocol: u32,
 }
 
 /// `POST /uploads/{id}/complete` body.
@@ -275,5 +297,14 @@ mod tests {
         assert!(
             serde_json::from_str::<CreateUpload>(r#"{"chunkSize":18446744073709551616}"#).is_err()
         );
+    }
+
+    #[test]
+    fn a_v1_server_is_recognised_by_the_missing_protocol_field() {
+        let v1: Created = serde_json::from_str(r#"{"id":"a","chunkSize":8,"size":null}"#).unwrap();
+        assert_eq!(v1.protocol, 1);
+        let v2: Created =
+            serde_json::from_str(r#"{"id":"a","chunkSize":8,"size":null,"protocol":2}"#).unwrap();
+        assert_eq!(v2.protocol, VERSION);
     }
 }

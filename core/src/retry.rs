@@ -12,6 +12,9 @@ pub enum Failure {
     Network,
     /// The request made no progress for too long and was aborted.
     Stalled,
+    /// The server is up, but the browser hid its answer: its CORS rules refuse this page.
+    /// Trying again cannot help.
+    Blocked,
     /// The server answered with this status.
     Status {
         /// The HTTP status.
@@ -26,6 +29,7 @@ impl Failure {
     pub fn is_retryable(&self) -> bool {
         match *self {
             Failure::Network | Failure::Stalled => true,
+            Failure::Blocked => false,
             Failure::Status { status, .. } => {
                 status == 408 || status == 429 || (500..600).contains(&status)
             }

@@ -1,4 +1,5 @@
-//! The HTTP API (protocol v1) and the static demo, as one axum [`Router`].
+//! The HTTP API (protocol v2, and v1's routes for older clients) and the static demo, as
+//! one axum [`Router`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +23,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::store::{SliceTarget, SliceWriter, Store};
+
+/// How long browsers may cache a CORS preflight.
+pub const PREFLIGHT_MAX_AGE_SECS: u64 = 7200;
 
 /// The largest JSON request body.
 const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -56,8 +60,14 @@ pub struct Site {
 pub fn app(state: AppState, site: &Site) -> Router {
     let api = Router::new()
         .route("/uploads", post(create_upload))
-        .route("/uploads/{id}", get(upload_status).delete(delete_upload))
-        .route("/uploads/{id}/slices/{index}", put(put_slice))
+        .route(
+            "/uploads/{id}",
+            get(upload_status)
+                .put(put_slice)
+                .post(complete_upload)
+                .delete(delete_upload),
+        )
+        .route("/uploads/{id}/slices/{index}", put(put_slice_v1))
         .route("/uploads/{id}/complete", post(complete_upload))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .method_not_allowed_fallback(method_not_allowed)
@@ -91,8 +101,15 @@ pub fn app(state: AppState, site: &Site) -> Router {
         None => router.fallback(unknown_route),
     };
     let router = router.layer(TraceLayer::new_for_http());
-    match cors(&site.allowed_origins) {
+    let router = match cors(&site.allowed_origins) {
         Some(cors) => router.layer(cors),
+        None => router,
+    };
+    match &site.faults {
+        Some(faults) => router.layer(middleware::from_fn_with_state(
+            faults.clone(),
+            crate::faults::Faults::count,
+        )),
         None => router,
     }
 }
@@ -112,8 +129,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             // Mirrored, so that the `headers` option can carry any header a deployment needs.
             .allow_headers(AllowHeaders::mirror_request())
+            // Every header the client reads.
             .expose_headers([header::LOCATION, header::RETRY_AFTER])
-            .max_age(std::time::Duration::from_secs(600)),
+            // Browsers cache a preflight per URL for at most 2 h (Chromium's cap); every
+            // slice of a v2 upload goes to one URL, so one preflight serves the upload.
+            .max_age(std::time::Duration::from_secs(PREFLIGHT_MAX_AGE_SECS)),
     )
 }
 
@@ -251,6 +271,7 @@ async fn create_upload(State(state): State<AppState>, body: Body) -> Result<Resp
         id: upload.id().to_string(),
         chunk_size: request.chunk_size,
         size: request.size,
+        protocol: protocol::VERSION,
     };
     Ok((
         StatusCode::CREATED,
@@ -330,7 +351,8 @@ fn parse_index(text: &str) -> Result<u64, ApiError> {
     })
 }
 
-async fn put_slice(
+/// v1: `PUT /uploads/{id}/slices/{index}`.
+async fn put_slice_v1(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
@@ -339,6 +361,37 @@ async fn put_slice(
     let Path((id, index)) = path.map_err(path_error)?;
     let upload = state.store.get(&id)?;
     let index = parse_index(&index)?;
+    receive_slice(&state, upload, index, &headers, body).await
+}
+
+/// v2: `PUT /uploads/{id}` with the index in `Chunkwise-Slice`.
+async fn put_slice(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
+    let upload = state.store.get(&id)?;
+    let index = match headers.get(protocol::SLICE_INDEX) {
+        Some(value) => parse_index(value.to_str().unwrap_or_default())?,
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_slice_index",
+                "a PUT to an upload names its slice in the Chunkwise-Slice header",
+            ))
+        }
+    };
+    receive_slice(&state, upload, index, &headers, body).await
+}
+
+async fn receive_slice(
+    state: &AppState,
+    upload: Arc<crate::store::Upload>,
+    index: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
     let declared_len = match headers.get(header::CONTENT_LENGTH) {
         Some(value) => Some(
             value

@@ -3,8 +3,11 @@
 //! Requests carrying `x-chunkwise-fault-key: K` are matched against the rules posted to
 //! `POST /_test/faults/K`; `GET /_test/faults/K` tells how many slice PUTs with that key
 //! the server saw and how many were in flight at most. Keys keep concurrent tests apart.
+//!
+//! `GET /_test/requests` counts every request the server saw by method (CORS preflights
+//! included, which carry no custom headers), and `DELETE /_test/requests` resets it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +41,10 @@ pub struct Rule {
     /// Wait this long before handling (or failing) the request.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Handle the request (reading its whole body), then wait this long before answering:
+    /// a server that took every byte but does not answer.
+    #[serde(default)]
+    pub answer_delay_ms: u64,
     /// Apply to this fraction of matching requests (chosen at random); all when absent.
     #[serde(default)]
     pub probability: Option<f64>,
@@ -71,6 +78,7 @@ struct Entry {
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    requests: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 struct InFlight {
@@ -98,10 +106,19 @@ fn random_fraction() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn slice_index(path: &str) -> Option<u64> {
-    let rest = path.strip_prefix("/uploads/")?;
-    let (_, index) = rest.split_once("/slices/")?;
-    index.parse().ok()
+/// The slice a PUT carries: v1 names it in the path, v2 in a header.
+fn slice_index(request: &Request) -> Option<u64> {
+    let rest = request.uri().path().strip_prefix("/uploads/")?;
+    match rest.split_once("/slices/") {
+        Some((_, index)) => index.parse().ok(),
+        None => request
+            .headers()
+            .get(chunkwise_core::protocol::SLICE_INDEX)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok(),
+    }
 }
 
 impl Faults {
@@ -109,7 +126,20 @@ impl Faults {
     pub fn routes(&self) -> Router {
         Router::new()
             .route("/_test/faults/{key}", post(set_rules).get(stats))
+            .route(
+                "/_test/requests",
+                axum::routing::get(request_counts).delete(reset_request_counts),
+            )
             .with_state(self.clone())
+    }
+
+    /// The outermost middleware: counts every request by method.
+    pub async fn count(State(faults): State<Faults>, request: Request, next: Next) -> Response {
+        if !request.uri().path().starts_with("/_test/") {
+            let mut requests = faults.requests.lock().unwrap_or_else(|e| e.into_inner());
+            *requests.entry(request.method().to_string()).or_default() += 1;
+        }
+        next.run(request).await
     }
 
     /// The middleware applying the rules.
@@ -119,7 +149,7 @@ impl Faults {
             .get(FAULT_KEY_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let index = slice_index(request.uri().path());
+        let index = slice_index(&request);
         let (Some(key), Some(index), true) = (key, index, request.method() == Method::PUT) else {
             return next.run(request).await;
         };
@@ -159,9 +189,33 @@ impl Faults {
                 )
                 .into_response();
             }
+            if rule.answer_delay_ms > 0 {
+                let response = next.run(request).await;
+                tokio::time::sleep(Duration::from_millis(rule.answer_delay_ms)).await;
+                return response;
+            }
         }
         next.run(request).await
     }
+}
+
+async fn request_counts(State(faults): State<Faults>) -> Json<BTreeMap<String, u64>> {
+    Json(
+        faults
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    )
+}
+
+async fn reset_request_counts(State(faults): State<Faults>) -> StatusCode {
+    faults
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    StatusCode::NO_CONTENT
 }
 
 async fn set_rules(

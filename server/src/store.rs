@@ -550,6 +550,7 @@ impl Upload {
             received: state.received.ranges().map(|r| [r.start, r.end]).collect(),
             bytes_received: state.bytes_received,
             complete: state.completed.is_some(),
+            protocol: chunkwise_core::protocol::VERSION,
         }
     }
 }

@@ -179,6 +179,7 @@ impl Transport for FakeServer {
                 id: "abc".into(),
                 chunk_size: request.chunk_size,
                 size: request.size,
+                protocol: protocol::VERSION,
             },
         })
     }
@@ -186,6 +187,7 @@ impl Transport for FakeServer {
         &self,
         location: &str,
         slice: &SliceData<Self::Body>,
+        sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
         assert_eq!(location, "http://test/uploads/abc");
         self.puts.set(self.puts.get() + 1);
@@ -201,8 +203,13 @@ impl Transport for FakeServer {
         self.in_flight.set(self.in_flight.get() + 1);
         self.max_in_flight
             .set(self.max_in_flight.get().max(self.in_flight.get()));
-        // Later slices finish sooner, so acknowledgements arrive out of order.
-        YieldTimes(3 + (7 - (slice.index % 7) as u32) * 2).await;
+        // Later slices finish sooner, so acknowledgements arrive out of order; half of the
+        // body leaves first, the rest just before the answer.
+        sent(0);
+        YieldTimes(2).await;
+        sent(slice.len / 2);
+        YieldTimes(1 + (7 - (slice.index % 7) as u32) * 2).await;
+        sent(slice.len);
         self.in_flight.set(self.in_flight.get() - 1);
         if let Some((left, failure)) = self.failures.borrow_mut().get_mut(&slice.index) {
             if *left > 0 {
@@ -273,6 +280,7 @@ impl Transport for FakeServer {
                 .collect(),
             bytes_received: stored.values().map(|b| b.len() as u64).sum(),
             complete: false,
+            protocol: protocol::VERSION,
         })
     }
     async fn delete(&self, _location: &str) -> Result<(), TransportError> {
@@ -610,9 +618,62 @@ fn progress_is_monotonic_and_throttled() {
     let progress = events.progress.borrow();
     assert!(progress
         .windows(2)
-        .all(|w| w[0].bytes_sent <= w[1].bytes_sent));
+        .all(|w| w[0].bytes_sent <= w[1].bytes_sent
+            && w[0].bytes_acknowledged <= w[1].bytes_acknowledged));
     assert!(progress.iter().all(|p| p.in_flight <= 4));
-    assert_eq!(progress.last().unwrap().bytes_total, Some(30 * CHUNK));
+    assert!(progress
+        .iter()
+        .all(|p| p.bytes_acknowledged <= p.bytes_sent));
+    let last = progress.last().unwrap();
+    assert_eq!(last.bytes_total, Some(30 * CHUNK));
+    assert_eq!(
+        (last.bytes_sent, last.bytes_acknowledged),
+        (30 * CHUNK, 30 * CHUNK)
+    );
+}
+
+#[test]
+fn bytes_count_as_they_leave_before_any_slice_is_acknowledged() {
+    let server = FakeServer::default();
+    let (result, events) = upload(pattern(8 * CHUNK as usize), CHUNK, 4, &server);
+    result.unwrap();
+    let progress = events.progress.borrow();
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.slices_done == 0 && p.bytes_sent > 0 && p.bytes_per_second > 0.0),
+        "no report showed bytes leaving before the first acknowledgement"
+    );
+}
+
+#[test]
+fn a_failed_attempt_takes_its_bytes_off_the_bar() {
+    let server = FakeServer::default();
+    server.failures.borrow_mut().insert(
+        1,
+        (
+            1,
+            Failure::Status {
+                status: 503,
+                retry_after_ms: None,
+            },
+        ),
+    );
+    let bytes = pattern(3 * CHUNK as usize);
+    let (result, events) = upload(bytes.clone(), CHUNK, 1, &server);
+    result.unwrap();
+    assert_eq!(server.assembled(), bytes);
+    let progress = events.progress.borrow();
+    assert!(progress.iter().all(|p| p.bytes_sent <= 3 * CHUNK));
+    // Slice 0 is acknowledged and part of slice 1 sent, then slice 1's answer is a 503.
+    let dropped = progress
+        .windows(2)
+        .any(|w| w[0].bytes_sent > CHUNK && w[1].bytes_sent == CHUNK && w[1].slices_done == 1);
+    assert!(
+        dropped,
+        "{:?}",
+        progress.iter().map(|p| p.bytes_sent).collect::<Vec<_>>()
+    );
 }
 
 #[test]
