@@ -3,18 +3,13 @@
 //
 //   node --experimental-websocket bench/run.mjs [--sizes 256M,1G] [--runs 3] [--sweep] [--quick]
 //   node bench/run.mjs --from a.json,b.json   (one table and chart from saved results files)
-import { spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
-import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
+//   node --experimental-websocket bench/run.mjs --link slow,wan,lan [--size 40M] [--runs 1]
+//     (over emulated links, page and endpoint on two origins; see bench/links.mjs)
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Chromium } from "./cdp.mjs";
-
-const ROOT = resolve(import.meta.dirname, "..");
-const OUT = join(ROOT, "target/bench");
-const MIB = 1024 * 1024;
+import { MIB, OUT, median, sha256File, sourceFile, startServer, startTus } from "./support.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -24,6 +19,8 @@ const { values: args } = parseArgs({
     quick: { type: "boolean", default: false },
     only: { type: "string" },
     from: { type: "string" },
+    link: { type: "string" },
+    size: { type: "string" },
   },
 });
 const parseSize = (s) => Number.parseFloat(s) * { K: 1024, M: MIB, G: 1024 * MIB }[s.at(-1).toUpperCase()];
@@ -66,57 +63,6 @@ function cpuSeconds(pid) {
 function resetPeak(pid) {
   try { writeFileSync(`/proc/${pid}/clear_refs`, "5"); } catch { /* not allowed here */ }
 }
-
-async function sha256File(path) {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MIB })) hash.update(chunk);
-  return hash.digest("hex");
-}
-
-async function sourceFile(size) {
-  mkdirSync(join(OUT, "files"), { recursive: true });
-  const path = join(OUT, "files", `${size}.bin`);
-  if (!existsSync(path) || statSync(path).size !== size) {
-    const fd = openSync(path, "w");
-    for (let left = size; left > 0; left -= 8 * MIB) writeSync(fd, randomBytes(Math.min(left, 8 * MIB)));
-    closeSync(fd);
-  }
-  return { path, size, sha256: await sha256File(path) };
-}
-
-/** The page, with tus-js-client's browser build beside it. */
-function pageDir() {
-  const dir = join(OUT, "www");
-  mkdirSync(dir, { recursive: true });
-  for (const name of readdirSync(join(ROOT, "bench/page"))) copyFileSync(join(ROOT, "bench/page", name), join(dir, name));
-  copyFileSync(join(ROOT, "node_modules/tus-js-client/dist/tus.min.js"), join(dir, "tus.min.js"));
-  return dir;
-}
-
-async function startTus() {
-  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-tus-"));
-  const proc = spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] });
-  const url = await new Promise((ok, fail) => {
-    proc.once("exit", (code) => fail(new Error(`tus server exited ${code}`)));
-    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
-  });
-  return { url, proc, dataDir };
-}
-
-async function startServer() {
-  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
-  const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
-    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", join(ROOT, "pkg"),
-    "--max-chunk-size", String(64 * 1024 * MIB),
-  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn" } });
-  const url = await new Promise((ok, fail) => {
-    proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
-    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
-  });
-  return { url, proc, dataDir };
-}
-
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 async function measure(browser, page, servers, source, m) {
   const server = m.method === "tus" ? servers.tus : servers.chunkwise;
@@ -307,5 +253,6 @@ async function main() {
   process.exitCode = failed ? 1 : 0;
 }
 
-if (args.from) merge(args.from.split(","));
+if (args.link) await (await import("./links.mjs")).main(args.link.split(","), args);
+else if (args.from) merge(args.from.split(","));
 else await main();

@@ -408,10 +408,14 @@ impl Transport for FetchTransport {
         let url = self.slice_url(location, slice.index);
         let digest = slice.sha256.as_ref().map(protocol::content_digest);
         let index = slice.index.to_string();
-        let mut extra: Vec<(&str, &str)> = digest
-            .iter()
-            .map(|d| (protocol::CONTENT_DIGEST, d.as_str()))
-            .collect();
+        // Content-Type here is also what lets one cached preflight of the upload's URL
+        // cover `complete`, a JSON POST to the same URL: the cache keeps header names.
+        let mut extra: Vec<(&str, &str)> = vec![("content-type", "application/octet-stream")];
+        extra.extend(
+            digest
+                .iter()
+                .map(|d| (protocol::CONTENT_DIGEST, d.as_str())),
+        );
         if self.protocol.get() >= 2 {
             extra.push((protocol::SLICE_INDEX, &index));
         }

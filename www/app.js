@@ -126,7 +126,7 @@ function onProgress(p) {
   const fraction = p.bytesTotal ? p.bytesSent / p.bytesTotal : p.bytesTotal === 0 ? 1 : 0;
   $("progress").value = fraction;
   $("percent").textContent = `${(fraction * 100).toFixed(1)}%`;
-  $("bytes").textContent = `${formatBytes(p.bytesSent)} of ${formatBytes(p.bytesTotal)}`;
+  $("bytes").textContent = `${formatBytes(p.bytesSent)} of ${formatBytes(p.bytesTotal)} sent, ${formatBytes(p.bytesAcknowledged ?? p.bytesSent)} stored`;
   $("speed").textContent = formatRate(p.bytesPerSecond);
   $("eta").textContent = `ETA ${formatDuration(p.etaSeconds)}`;
 }

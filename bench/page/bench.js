@@ -4,18 +4,24 @@ import init, { Upload } from "/pkg/chunkwise.js";
 const wasm = await init();
 const file = () => document.getElementById("file").files[0];
 
-async function wholeFile(useXhr) {
+// Progress as [ms since start, bytes], for the link benchmark's "longest still".
+let progressLog = [];
+let t0 = 0;
+const logProgress = (bytes) => progressLog.push([performance.now() - t0, bytes]);
+
+async function wholeFile(useXhr, base) {
   const f = file();
-  const created = await fetch("/uploads", {
+  const created = await fetch(`${base}/uploads`, {
     method: "POST",
     body: JSON.stringify({ chunkSize: Math.max(f.size, 1), size: f.size }),
   }).then((r) => r.json());
-  const url = `/uploads/${created.id}/slices/0`;
-  const t0 = performance.now();
+  const url = `${base}/uploads/${created.id}/slices/0`;
+  t0 = performance.now();
   if (f.size > 0) {
     if (useXhr) {
       await new Promise((ok, fail) => {
         const xhr = new XMLHttpRequest();
+        xhr.upload.onprogress = (e) => logProgress(e.loaded);
         xhr.open("PUT", url);
         xhr.onload = () => (xhr.status === 204 ? ok() : fail(new Error(`status ${xhr.status}`)));
         xhr.onerror = () => fail(new Error("xhr failed"));
@@ -27,23 +33,24 @@ async function wholeFile(useXhr) {
     }
   }
   const putMs = performance.now() - t0;
-  const done = await fetch(`/uploads/${created.id}/complete`, { method: "POST", body: "{}" }).then((r) => r.json());
+  const done = await fetch(`${base}/uploads/${created.id}/complete`, { method: "POST", body: "{}" }).then((r) => r.json());
   const ms = performance.now() - t0;
   console.log(`put ${putMs.toFixed(0)} ms, complete ${(ms - putMs).toFixed(0)} ms`);
   return { ms: putMs, completeMs: ms - putMs, sha256: done.sha256, bytes: f.size, id: created.id };
 }
 
-async function chunkwise(options) {
+async function chunkwise(options, base) {
   const f = file();
-  const t0 = performance.now();
-  const result = await new Upload(f, { endpoint: "/uploads", ...options }).start();
+  t0 = performance.now();
+  const onProgress = (p) => logProgress(p.bytesSent);
+  const result = await new Upload(f, { endpoint: `${base}/uploads`, onProgress, ...options }).start();
   return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size, id: result.id };
 }
 
 // tus-js-client (loaded as a classic script beside this page) against @tus/server.
 async function tusUpload({ endpoint, chunkSize }) {
   const f = file();
-  const t0 = performance.now();
+  t0 = performance.now();
   const url = await new Promise((ok, fail) => {
     const upload = new window.tus.Upload(f, {
       endpoint,
@@ -51,6 +58,7 @@ async function tusUpload({ endpoint, chunkSize }) {
       retryDelays: [0, 1000, 3000],
       metadata: { filename: f.name },
       storeFingerprintForResuming: false,
+      onProgress: (sent) => logProgress(sent),
       onSuccess: () => ok(upload.url),
       onError: fail,
     });
@@ -60,13 +68,16 @@ async function tusUpload({ endpoint, chunkSize }) {
 }
 
 window.bench = {
-  run(method, options = {}) {
-    if (method === "fetch") return wholeFile(false);
-    if (method === "xhr") return wholeFile(true);
-    if (method === "chunkwise") return chunkwise(options);
+  /** Runs one upload; `base` is the API's origin ("" for this page's own). */
+  run(method, options = {}, base = "") {
+    progressLog = [];
+    if (method === "fetch") return wholeFile(false, base);
+    if (method === "xhr") return wholeFile(true, base);
+    if (method === "chunkwise") return chunkwise(options, base);
     if (method === "tus") return tusUpload(options);
     throw new Error(`unknown method ${method}`);
   },
   wasmBytes: () => wasm.memory.buffer.byteLength,
+  progressLog: () => progressLog,
 };
 window.benchReady = true;

@@ -631,7 +631,12 @@ where
 
         loop {
             let paused = control.is_paused();
-            if !paused && in_flight.len() < max_in_flight {
+            // The first slice request goes alone until its bytes move: on another origin
+            // it waits for a CORS preflight, and requests started before that preflight is
+            // answered (and cached) would each send their own.
+            let window_open = progress_ref.is_none() || shared.tracker.borrow().has_moved();
+            let room = if window_open { max_in_flight } else { 1 };
+            if !paused && in_flight.len() < room {
                 if let Some(slice) = ready.take() {
                     events.slice(slice.index, SliceState::Sending, 1);
                     in_flight.push(async move {

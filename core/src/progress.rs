@@ -121,6 +121,11 @@ impl Tracker {
         self.dirty = true;
     }
 
+    /// Whether any byte has been put on the wire in this run.
+    pub fn has_moved(&self) -> bool {
+        self.moved_bytes > 0
+    }
+
     /// Records the number of slice requests outstanding.
     pub fn set_in_flight(&mut self, in_flight: u32) {
         if self.current.in_flight != in_flight {

@@ -34,13 +34,22 @@ impl Server {
     }
 
     async fn start_in(dir: tempfile::TempDir, token: Option<&str>, limits: Limits) -> Self {
+        Self::start_with(dir, token, limits, &Site::default()).await
+    }
+
+    async fn start_with(
+        dir: tempfile::TempDir,
+        token: Option<&str>,
+        limits: Limits,
+        site: &Site,
+    ) -> Self {
         let store = Arc::new(Store::open(dir.path(), limits).unwrap());
         let router = app(
             AppState {
                 store,
                 token: token.map(Arc::from),
             },
-            &Site::default(),
+            site,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -934,4 +943,141 @@ async fn raw_request(server: &Server, method: &str, path: &str) -> (StatusCode, 
         StatusCode::from_u16(status).unwrap(),
         serde_json::from_str(body).unwrap_or(Value::Null),
     )
+}
+
+#[tokio::test]
+async fn v2_sends_every_slice_to_the_upload_url_and_completes_there() {
+    let server = Server::start().await;
+    let chunk = 256 * 1024;
+    let bytes = random_bytes(3 * chunk + 1, 7);
+    let (status, created, location) = server
+        .create(json!({"chunkSize": chunk, "size": bytes.len()}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["protocol"], protocol::VERSION);
+    let url = format!("{}{}", server.base, location.unwrap());
+    for index in (0..4).rev() {
+        let part = slice(&bytes, chunk, index);
+        let response = server
+            .client
+            .put(&url)
+            .header(protocol::SLICE_INDEX, index.to_string())
+            .header(
+                "content-digest",
+                protocol::content_digest(&Sha256::digest(&part).into()),
+            )
+            .body(part)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let status: Status = serde_json::from_value(
+        server
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (status.received, status.protocol),
+        (vec![[0, 4]], protocol::VERSION)
+    );
+    let response = server
+        .client
+        .post(&url)
+        .body(json!({"slicesSha256": slices_hex(&bytes, chunk)}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let completed: Completed = response.json().await.unwrap();
+    assert_eq!(completed.sha256, sha_hex(&bytes));
+    assert_eq!(server.stored(&completed.id), bytes);
+}
+
+#[tokio::test]
+async fn v2_slice_index_errors_are_json_and_store_nothing() {
+    let server = Server::start().await;
+    let (_, _, location) = server
+        .create(json!({"chunkSize": 1024, "size": 2048}))
+        .await;
+    let url = format!("{}{}", server.base, location.clone().unwrap());
+    for (header, code) in [
+        (None, "missing_slice_index"),
+        (Some("-1"), "invalid_index"),
+        (Some("one"), "invalid_index"),
+        (Some("2"), "index_out_of_range"),
+    ] {
+        let mut request = server.client.put(&url).body(vec![7u8; 1024]);
+        if let Some(value) = header {
+            request = request.header(protocol::SLICE_INDEX, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        assert_error(status, &json_of(response).await, 400, code);
+    }
+    let (_, status) = server.status(&location.unwrap()).await;
+    assert_eq!(status["received"], json!([]));
+}
+
+#[tokio::test]
+async fn a_preflight_is_cached_for_two_hours_and_allows_what_the_client_sends() {
+    let site = Site {
+        allowed_origins: vec!["http://page.test".into()],
+        ..Site::default()
+    };
+    let server = Server::start_with(tempfile::tempdir().unwrap(), None, limits(), &site).await;
+    let (_, _, location) = server.create(json!({"chunkSize": 1024})).await;
+    let response = server
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}{}", server.base, location.unwrap()),
+        )
+        .header("origin", "http://page.test")
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "content-digest,chunkwise-slice,authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("access-control-max-age"), "7200");
+    assert_eq!(header("access-control-allow-origin"), "http://page.test");
+    assert!(header("access-control-allow-methods").contains("put"));
+    assert!(header("access-control-allow-headers").contains("chunkwise-slice"));
+    let exposed = server
+        .client
+        .post(format!("{}/uploads", server.base))
+        .header("origin", "http://page.test")
+        .body(json!({"chunkSize": 1024}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let exposed = exposed
+        .headers()
+        .get("access-control-expose-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("location") && exposed.contains("retry-after"),
+        "{exposed}"
+    );
 }

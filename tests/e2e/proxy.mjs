@@ -6,7 +6,9 @@ import net from "node:net";
 const MIB = 1024 * 1024;
 
 export async function startProxy(targetPort) {
-  const state = { resetPerMiB: 0, down: false, resets: 0, refused: 0 };
+  // cutAfterBytes: once that many more bytes went towards the server, the connection
+  // carrying the next byte is reset (mid-body, when a body is being sent).
+  const state = { resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0 };
   const open = new Set();
   const server = net.createServer((client) => {
     if (state.down) {
@@ -25,6 +27,15 @@ export async function startProxy(targetPort) {
       if (!upstream.destroyed) upstream.destroy();
     };
     client.on("data", (data) => {
+      if (state.cutAfterBytes > 0) {
+        state.cutAfterBytes -= data.length;
+        if (state.cutAfterBytes <= 0) {
+          state.cutAfterBytes = 0;
+          state.cuts++;
+          kill();
+          return;
+        }
+      }
       sinceDraw += data.length;
       // One draw per MiB forwarded towards the server: resets land mid-body.
       while (sinceDraw >= MIB) {

@@ -699,3 +699,17 @@ fn unknown_size_is_fixed_at_the_end_and_metadata_is_sent() {
     assert_eq!(server.assembled(), bytes);
     assert_eq!(server.metadata.borrow().as_ref(), Some(&metadata));
 }
+
+#[test]
+fn the_first_slice_request_goes_alone_until_its_bytes_move() {
+    let server = FakeServer::default();
+    // Slice 0's first attempt never sends a byte: nothing else may start meanwhile.
+    server.hang_once.borrow_mut().push(0);
+    let bytes = pattern(6 * CHUNK as usize);
+    let (result, _) = upload(bytes.clone(), CHUNK, 4, &server);
+    result.unwrap();
+    assert_eq!(server.assembled(), bytes);
+    let started = server.started.borrow();
+    assert_eq!(&started[..2], &[0, 0], "{started:?}");
+    assert_eq!(server.max_in_flight.get(), 4);
+}

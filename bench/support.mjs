@@ -1,0 +1,63 @@
+// What the benchmark's modes share: source files, the servers, the page's directory.
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, statSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+export const ROOT = resolve(import.meta.dirname, "..");
+export const OUT = join(ROOT, "target/bench");
+export const MIB = 1024 * 1024;
+
+export async function sha256File(path) {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MIB })) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+export async function sourceFile(size) {
+  mkdirSync(join(OUT, "files"), { recursive: true });
+  const path = join(OUT, "files", `${size}.bin`);
+  if (!existsSync(path) || statSync(path).size !== size) {
+    const fd = openSync(path, "w");
+    for (let left = size; left > 0; left -= 8 * MIB) writeSync(fd, randomBytes(Math.min(left, 8 * MIB)));
+    closeSync(fd);
+  }
+  return { path, size, sha256: await sha256File(path) };
+}
+
+/** The page, with tus-js-client's browser build beside it. */
+export function pageDir() {
+  const dir = join(OUT, "www");
+  mkdirSync(dir, { recursive: true });
+  for (const name of readdirSync(join(ROOT, "bench/page"))) copyFileSync(join(ROOT, "bench/page", name), join(dir, name));
+  copyFileSync(join(ROOT, "node_modules/tus-js-client/dist/tus.min.js"), join(dir, "tus.min.js"));
+  return dir;
+}
+
+export async function startTus() {
+  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-tus-"));
+  const proc = spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = await new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`tus server exited ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
+  });
+  return { url, proc, dataDir };
+}
+
+export async function startServer(extraArgs = []) {
+  const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
+  const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
+    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", join(ROOT, "pkg"),
+    "--max-chunk-size", String(64 * 1024 * MIB), ...extraArgs,
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn" } });
+  const url = await new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
+  });
+  return { url, proc, dataDir };
+}
+
+export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+
