@@ -158,10 +158,14 @@ impl FetchTransport {
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
         let headers = Array::new();
+        // `setRequestHeader` appends to a header already set, where `Headers.set` replaces
+        // it: the protocol's own headers win over the same names in the `headers` option.
+        let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         for (name, value) in self
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
+            .filter(|(n, _)| !ours(n))
             .chain(extra.iter().copied())
         {
             headers.push(&name.into());

@@ -94,6 +94,34 @@ describe("over emulated links, page and endpoint on two origins", () => {
     await page.close();
   });
 
+  test("the demo's bar moves as bytes leave on an 8 Mbit/s link, long before a slice is stored", async () => {
+    const file = randomFile(6 * MIB, "demo-slow.bin");
+    const page = await browser.newPage();
+    await page.goto(api.url + "/");
+    await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
+    await page.setInputFiles("#file", file.path);
+    await emulateLink(await page.context().newCDPSession(page), LINKS.slow);
+    // Samples the bar and the slice map every 100 ms from the click on.
+    await page.evaluate(() => {
+      window.__bar = [];
+      const look = () => {
+        window.__bar.push([document.getElementById("progress").value, document.querySelectorAll("#slice-map i.done").length]);
+        if (document.body.dataset.state !== "done") setTimeout(look, 100);
+      };
+      setTimeout(look, 0);
+    });
+    await page.click("#start");
+    await page.waitForSelector("body[data-state=done]", { timeout: 60_000 });
+    assert.equal(await page.locator("#server-sha").textContent(), file.sha256);
+    const samples = await page.evaluate(() => window.__bar);
+    const beforeStored = samples.filter(([, done]) => done === 0).map(([value]) => value);
+    const distinct = new Set(beforeStored.filter((v) => v > 0)).size;
+    // One 4 MiB-ish slice takes seconds here: the bar must have moved many times before it.
+    assert.ok(distinct >= 10, `the bar showed ${distinct} values before the first slice was stored`);
+    assert.ok(beforeStored.every((v, i) => i === 0 || v >= beforeStored[i - 1]), "the bar went backwards");
+    await page.close();
+  });
+
   test("1 Mbit/s, 150 ms: 8 MiB at defaults finishes though its one slice takes over a minute", async () => {
     const file = randomFile(8 * MIB, "mobile-link.bin");
     const { page } = await openPage(file, LINKS.mobile);
