@@ -86,6 +86,8 @@ describe("over emulated links, page and endpoint on two origins", () => {
     const p = summarizeProgress(outcome.log, file.size ?? 40 * MIB);
     assert.ok(p.firstMoveMs !== null && p.firstMoveMs < p.firstAckMs, JSON.stringify(p));
     assert.equal(p.backwards, false);
+    // The bar follows the bytes (a report at least every 0.2 s here), not the 33 s slices.
+    assert.ok(p.longestStillMs < 2_000, `the bar stood still for ${p.longestStillMs} ms`);
     const goodput = (40 * MIB * 8) / (outcome.ms / 1000) / LINKS.slow.upBitsPerSecond;
     console.log(`# slow link, 40 MiB: ${(outcome.ms / 1000).toFixed(1)} s, ${goodput.toFixed(2)} of the link; ` +
       `first bytes shown after ${p.firstMoveMs.toFixed(0)} ms, first acknowledgement after ${p.firstAckMs.toFixed(0)} ms; ` +
