@@ -10,12 +10,13 @@
 //   lan   loopback, two origins.
 // Every request goes through a link proxy, which counts requests by method (preflights
 // included) from the byte stream. For each method: goodput as a fraction of the link
-// rate, requests per slice, preflights, and the longest time the progress value stood
-// still (from its first move to the end of the upload).
+// rate, requests per slice, preflights, when the progress value first moved, and the
+// longest time it then stood still (until the upload's end).
+// BENCH_PKG=DIR measures another build of the package; --only REGEX picks methods.
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Chromium } from "./cdp.mjs";
-import { MIB, OUT, median, sha256File, sourceFile, startServer, startTus } from "./support.mjs";
+import { MIB, OUT, median, runMethod, sourceFile, startServer, startTus } from "./support.mjs";
 import { LINKS, emulateLink } from "../tests/e2e/link.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
@@ -52,7 +53,7 @@ function longestStillMs(log, total, endMs) {
   return since === null ? null : Math.max(longest, endMs - since);
 }
 
-async function runLink(browser, link, size, runs) {
+async function runLink(browser, link, size, runs, methods) {
   const site = await startServer();
   const api = await startServer(["--allowed-origin", site.url]);
   const tus = await startTus();
@@ -68,23 +69,11 @@ async function runLink(browser, link, size, runs) {
   const results = [];
   try {
     for (let run = 0; run < runs; run++) {
-      for (const m of METHODS) {
+      for (const m of methods) {
         const proxy = m.method === "tus" ? tusLink : apiLink;
         proxy.reset();
         const options = m.method === "tus" ? { ...m.options, endpoint: `${tusLink.url}/files` } : m.options ?? {};
-        let result;
-        let error;
-        try {
-          result = await page.evaluate(`bench.run(${JSON.stringify(m.method)}, ${JSON.stringify(options)}, ${JSON.stringify(apiLink.url)})`);
-          if (m.method === "tus") {
-            const id = new URL(result.url).pathname.split("/").pop();
-            result.sha256 = await sha256File(join(tus.dataDir, id));
-            rmSync(join(tus.dataDir, id), { force: true });
-            rmSync(join(tus.dataDir, `${id}.json`), { force: true });
-          }
-        } catch (e) {
-          error = e.message;
-        }
+        const { result, error } = await runMethod(page, m.method, options, apiLink.url, tus.dataDir);
         const ok = !error && result.sha256 === source.sha256;
         const counts = proxy.counts();
         const slices = Number.isFinite(m.chunk) ? Math.ceil(size / m.chunk) : 1;
@@ -96,11 +85,12 @@ async function runLink(browser, link, size, runs) {
           ofLink: ok && link.upBitsPerSecond ? (size * 8) / (result.ms / 1000) / link.upBitsPerSecond : null,
           requestsPerSlice: bodies / slices, preflights: counts.OPTIONS ?? 0,
           stillMs: m.method === "fetch" ? null : longestStillMs(log, size, result?.ms ?? 0),
+          firstMoveMs: m.method === "fetch" ? null : log.find(([, bytes]) => bytes > 0)?.[0] ?? null,
         };
         results.push(row);
         console.log(`${link.name.padEnd(4)} ${(size / MIB).toFixed(0)} MiB run ${run + 1}/${runs} ${m.name.padEnd(26)} ` +
           (ok ? `${row.mibPerSecond.toFixed(1).padStart(6)} MiB/s${row.ofLink ? ` = ${row.ofLink.toFixed(2)} of the link` : ""}` : `FAILED ${row.error}`) +
-          `  ${bodies} body requests for ${slices} slice(s), ${row.preflights} preflights, still at most ${row.stillMs == null ? "–" : `${row.stillMs.toFixed(0)} ms`}`);
+          `  ${bodies} body requests for ${slices} slice(s), ${row.preflights} preflights, first progress after ${row.firstMoveMs == null ? "–" : `${row.firstMoveMs.toFixed(0)} ms`}, still at most ${row.stillMs == null ? "–" : `${row.stillMs.toFixed(0)} ms`}`);
         rmSync(join(api.dataDir, "files"), { recursive: true, force: true });
         mkdirSync(join(api.dataDir, "files"));
       }
@@ -114,7 +104,7 @@ async function runLink(browser, link, size, runs) {
   return results;
 }
 
-function table(link, size, rows) {
+function table(link, size, rows, methods) {
   const describe = {
     slow: "8 Mbit/s up, 60 ms round trip (Chromium's network emulation)",
     wan: "400 Mbit/s, 40 ms round trip, 512 KiB window per connection (link proxy)",
@@ -124,18 +114,20 @@ function table(link, size, rows) {
   const lines = [
     `**${link}**: ${describe}; ${(size / MIB).toFixed(0)} MiB, page and endpoint on two origins.`,
     "",
-    "| method | MiB/s | of the link | × fetch(File) | body requests per slice | preflights | longest still |",
-    "|---|--:|--:|--:|--:|--:|--:|",
+    "| method | MiB/s | of the link | × fetch(File) | body requests per slice | preflights | first progress | longest still |",
+    "|---|--:|--:|--:|--:|--:|--:|--:|",
   ];
-  for (const m of METHODS) {
+  for (const m of methods) {
     const rs = rows.filter((r) => r.method === m.name);
     const good = rs.filter((r) => r.ok);
     const speed = good.length ? median(good.map((r) => r.mibPerSecond)) : null;
     const ofLink = good.length && good[0].ofLink != null ? median(good.map((r) => r.ofLink)) : null;
     const still = rs.map((r) => r.stillMs).filter((v) => v != null);
+    const first = rs.map((r) => r.firstMoveMs).filter((v) => v != null);
+    const seconds = (xs) => (xs.length ? `${(median(xs) / 1000).toFixed(1)} s` : "–");
     lines.push(`| ${m.name} | ${speed == null ? "failed" : speed.toFixed(1)} | ${ofLink == null ? "–" : ofLink.toFixed(2)} | ` +
       `${speed == null ? "–" : (speed / ceiling).toFixed(2)} | ${median(rs.map((r) => r.requestsPerSlice)).toFixed(2)} | ` +
-      `${median(rs.map((r) => r.preflights))} | ${still.length ? `${(median(still) / 1000).toFixed(1)} s` : "–"} |`);
+      `${median(rs.map((r) => r.preflights))} | ${seconds(first)} | ${seconds(still)} |`);
   }
   return lines.join("\n");
 }
@@ -143,6 +135,9 @@ function table(link, size, rows) {
 export async function main(names, args) {
   mkdirSync(OUT, { recursive: true });
   const runs = Number(args.runs ?? 1);
+  // --only keeps the first method too: it is the ceiling the others are compared with.
+  const keep = args.only ? new RegExp(args.only, "i") : null;
+  const methods = METHODS.filter((m, i) => !keep || i === 0 || keep.test(m.name));
   const browser = await Chromium.launch();
   const all = [];
   const tables = [];
@@ -151,9 +146,9 @@ export async function main(names, args) {
       const link = BENCH_LINKS[name];
       if (!link) throw new Error(`unknown link ${name}; known: ${Object.keys(BENCH_LINKS).join(", ")}`);
       const size = args.size ? Number.parseFloat(args.size) * { K: 1024, M: MIB, G: 1024 * MIB }[args.size.at(-1).toUpperCase()] : link.size;
-      const rows = await runLink(browser, link, size, args.quick ? 1 : runs);
+      const rows = await runLink(browser, link, size, args.quick ? 1 : runs, methods);
       all.push(...rows);
-      tables.push(table(name, size, rows));
+      tables.push(table(name, size, rows, methods));
     }
   } finally {
     await browser.close();

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Chromium } from "./cdp.mjs";
-import { MIB, OUT, median, sha256File, sourceFile, startServer, startTus } from "./support.mjs";
+import { MIB, OUT, median, runMethod, sourceFile, startServer, startTus } from "./support.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -85,18 +85,7 @@ async function measure(browser, page, servers, source, m) {
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
-  let result, error;
-  try {
-    result = await page.evaluate(`bench.run(${JSON.stringify(m.method)}, ${JSON.stringify(options)})`);
-    if (m.method === "tus") {
-      const id = new URL(result.url).pathname.split("/").pop();
-      result.sha256 = await sha256File(join(server.dataDir, id));
-      rmSync(join(server.dataDir, id), { force: true });
-      rmSync(join(server.dataDir, `${id}.json`), { force: true });
-    }
-  } catch (e) {
-    error = e.message;
-  }
+  const { result, error } = await runMethod(page, m.method, options, undefined, servers.tus.dataDir);
   polling = false;
   await poll;
   const browserCpu1 = await browser.cpuSeconds();

@@ -1,7 +1,7 @@
 // What the benchmark's modes share: source files, the servers, the page's directory.
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, statSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -49,7 +49,7 @@ export async function startTus() {
 export async function startServer(extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
-    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", join(ROOT, "pkg"),
+    "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", process.env.BENCH_PKG ?? join(ROOT, "pkg"),
     "--max-chunk-size", String(64 * 1024 * MIB), ...extraArgs,
   ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn" } });
   const url = await new Promise((ok, fail) => {
@@ -61,3 +61,24 @@ export async function startServer(extraArgs = []) {
 
 export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
+
+/**
+ * Runs one upload in the bench page: `bench.run(method, options, base)`. A tus upload's
+ * SHA-256 is taken from the tus server's file (in `tusDataDir`), which is then removed.
+ * Resolves with `{ result }` or `{ error }`.
+ */
+export async function runMethod(page, method, options, base, tusDataDir) {
+  try {
+    const args = [method, options, ...(base === undefined ? [] : [base])].map((a) => JSON.stringify(a)).join(", ");
+    const result = await page.evaluate(`bench.run(${args})`);
+    if (method === "tus") {
+      const id = new URL(result.url).pathname.split("/").pop();
+      result.sha256 = await sha256File(join(tusDataDir, id));
+      rmSync(join(tusDataDir, id), { force: true });
+      rmSync(join(tusDataDir, `${id}.json`), { force: true });
+    }
+    return { result };
+  } catch (e) {
+    return { error: e.message };
+  }
+}
