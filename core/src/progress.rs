@@ -7,7 +7,7 @@
 //! rate follows every byte put on the wire, resent ones included, and slices a resumed
 //! upload skipped never count towards it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// How far back the moving average looks.
 pub const RATE_WINDOW_MS: f64 = 5_000.0;
@@ -39,8 +39,9 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Tracker {
     current: Progress,
-    /// Bytes sent so far by the live attempt of each slice in flight.
-    sending: BTreeMap<u64, u64>,
+    /// (slice, bytes sent so far by its live attempt) for each slice in flight: at most
+    /// `maxInFlight` entries, so a list (and less wasm than a map).
+    sending: Vec<(u64, u64)>,
     /// Every byte put on the wire, resent ones included: what the rate follows.
     moved_bytes: u64,
     samples: VecDeque<(f64, u64)>,
@@ -57,7 +58,7 @@ impl Tracker {
                 slices_total,
                 ..Progress::default()
             },
-            sending: BTreeMap::new(),
+            sending: Vec::new(),
             moved_bytes: 0,
             samples: VecDeque::from([(now_ms, 0)]),
             last_emit_ms: None,
@@ -67,7 +68,14 @@ impl Tracker {
 
     /// The live attempt of slice `index` has sent `bytes` of its body so far.
     pub fn sent(&mut self, now_ms: f64, index: u64, bytes: u64) {
-        let before = self.sending.entry(index).or_insert(0);
+        let at = match self.sending.iter().position(|&(i, _)| i == index) {
+            Some(at) => at,
+            None => {
+                self.sending.push((index, 0));
+                self.sending.len() - 1
+            }
+        };
+        let before = &mut self.sending[at].1;
         if bytes <= *before {
             return;
         }
@@ -79,7 +87,7 @@ impl Tracker {
 
     /// The attempt of slice `index` failed: what it sent no longer counts.
     pub fn restart(&mut self, index: u64) {
-        if let Some(bytes) = self.sending.remove(&index) {
+        if let Some(bytes) = self.take_sending(index) {
             self.current.bytes_sent -= bytes;
             self.update_eta();
             self.dirty = true;
@@ -88,12 +96,17 @@ impl Tracker {
 
     /// Slice `index`, `len` bytes long, was acknowledged at `now_ms`.
     pub fn acknowledged(&mut self, now_ms: f64, index: u64, len: u64) {
-        let sent = self.sending.remove(&index).unwrap_or(0).min(len);
+        let sent = self.take_sending(index).unwrap_or(0).min(len);
         self.current.bytes_sent += len - sent;
         self.current.bytes_acknowledged += len;
         self.current.slices_done += 1;
         // A transport that shows no upload progress reports the whole slice here.
         self.moved(now_ms, len - sent);
+    }
+
+    fn take_sending(&mut self, index: u64) -> Option<u64> {
+        let at = self.sending.iter().position(|&(i, _)| i == index)?;
+        Some(self.sending.swap_remove(at).1)
     }
 
     /// Slice of `len` bytes the server already held when this run resumed: done, but not
