@@ -171,14 +171,17 @@ impl FetchTransport {
             headers.push(&name.into());
             headers.push(&value.into());
         }
-        // The XHR's events arrive outside any poll: they leave the latest count here and
-        // wake the future, which hands it to `sent`.
-        let latest = Rc::new(Cell::new(-1.0f64));
+        // The XHR's events arrive outside any poll: they leave the latest count here (and
+        // that there was news, for heartbeats that repeat it) and wake the future, which
+        // hands it to `sent`.
+        let latest = Rc::new(Cell::new(0.0f64));
+        let heard = Rc::new(Cell::new(false));
         let waker: Rc<RefCell<Option<Waker>>> = Rc::default();
         let on_sent = {
-            let (latest, waker) = (latest.clone(), waker.clone());
+            let (latest, heard, waker) = (latest.clone(), heard.clone(), waker.clone());
             Closure::<dyn FnMut(f64)>::new(move |bytes: f64| {
-                latest.set(bytes);
+                latest.set(latest.get().max(bytes));
+                heard.set(true);
                 if let Some(waker) = waker.borrow_mut().take() {
                     waker.wake();
                 }
@@ -196,12 +199,9 @@ impl FetchTransport {
             &on_sent,
             &controller.signal(),
         ));
-        let mut reported = -1.0f64;
         let answer = std::future::poll_fn(|cx| {
-            let bytes = latest.get();
-            if bytes > reported {
-                reported = bytes;
-                sent(bytes as u64);
+            if heard.replace(false) {
+                sent(latest.get() as u64);
             }
             match Pin::new(&mut answer).poll(cx) {
                 Poll::Ready(result) => Poll::Ready(result),

@@ -66,7 +66,8 @@ export interface UploadOptions {
   signal?: AbortSignal;
   /** A slice request none of whose bytes has moved for this long is aborted and retried;
    * a slow but moving one never is. Before its first byte leaves a request may wait 4x as
-   * long (for a connection). Default 30000; 100 ..= 3600000. */
+   * long for a connection, and without limit while other chunkwise requests in the page
+   * move bytes. Default 30000; 100 ..= 3600000. */
   stallTimeoutMs?: number;
   /** How long to wait out network errors (offline, server down) before failing; they do
    * not spend `retries`. Default 600000 (10 min); 0 ..= 86400000. */

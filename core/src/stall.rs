@@ -5,7 +5,9 @@
 //! but moving upload is never aborted, however long a slice takes (a fixed deadline per
 //! request cannot tell a 1 Mbit/s uplink from a dead server; Uppy learned the same in
 //! uppy#1190 and #2929). Before its first byte a request may be waiting for one of the
-//! browser's six connections per host, so it gets [`FIRST_BYTE_FACTOR`] times as long.
+//! browser's six connections per host, so it gets [`FIRST_BYTE_FACTOR`] times as long;
+//! the browser transport also reports a heartbeat for such a request while other requests
+//! in the page move bytes, since waiting behind moving uploads is not a stall.
 //!
 //! Requests without progress events (small JSON requests, or a transport that cannot see
 //! upload progress) fall back to a deadline per request that doubles with each attempt.

@@ -4,6 +4,21 @@
 // 8 MiB Blob slice costs the same through XHR as through fetch. XHR exists in windows and
 // dedicated workers; where it does not (service workers) the fetch transport is used.
 
+// Requests whose body has not started to leave, each with a heartbeat. The browser opens
+// at most six HTTP/1.1 connections per host, so with several uploads at once a request
+// may wait for a connection for as long as another slice takes (minutes on a slow
+// uplink). While any request here moves bytes, the waiting ones hear a heartbeat at most
+// once a second: waiting behind moving uploads is not a stall.
+const waiting = new Set();
+let lastBeatMs = 0;
+
+function othersMoved() {
+  const now = performance.now();
+  if (now - lastBeatMs < 1000) return;
+  lastBeatMs = now;
+  for (const beat of waiting) beat();
+}
+
 /** Whether this global scope has XMLHttpRequest. */
 export function hasXhr() {
   return typeof XMLHttpRequest === "function";
@@ -12,7 +27,7 @@ export function hasXhr() {
 /**
  * `method url` with `headers` ([name, value, ...]) and `body` (a Blob or a BufferSource).
  * Calls `onSent(bytes)` as the body leaves and on any later sign of life (the answer's
- * headers). Resolves with `{ status, statusText, retryAfter, text }` for any HTTP answer;
+ * headers), and `onSent(0)` while it waits for a connection behind other requests that move. Resolves with `{ status, statusText, retryAfter, text }` for any HTTP answer;
  * rejects with a TypeError when there is none (network error, CORS). `signal` aborts it.
  */
 export function sendXhr(method, url, headers, body, onSent, signal) {
@@ -20,9 +35,11 @@ export function sendXhr(method, url, headers, body, onSent, signal) {
     const xhr = new XMLHttpRequest();
     let live = true;
     let sent = 0;
+    const beat = () => onSent(0);
     const finish = (settle, value) => {
       if (!live) return;
       live = false;
+      waiting.delete(beat);
       signal.removeEventListener("abort", abort);
       settle(value);
     };
@@ -32,8 +49,10 @@ export function sendXhr(method, url, headers, body, onSent, signal) {
     };
     const alive = (bytes) => {
       if (!live) return;
+      waiting.delete(beat);
       sent = Math.max(sent, bytes);
       onSent(sent);
+      othersMoved();
     };
     xhr.open(method, url);
     for (let i = 0; i < headers.length; i += 2) xhr.setRequestHeader(headers[i], headers[i + 1]);
@@ -53,6 +72,7 @@ export function sendXhr(method, url, headers, body, onSent, signal) {
     xhr.ontimeout = xhr.onerror;
     if (signal.aborted) return abort();
     signal.addEventListener("abort", abort);
+    waiting.add(beat);
     xhr.send(body);
   });
 }

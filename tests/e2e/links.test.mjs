@@ -134,6 +134,41 @@ describe("over emulated links, page and endpoint on two origins", () => {
     await page.close();
   });
 
+  test("two uploads at once: requests waiting for one of six connections are not stalls", async () => {
+    // 2 x 4 requests in flight to one host, which gets six connections: two requests wait
+    // for one as long as a slice takes (about 12 s here), longer than a request may wait
+    // for its first byte on its own (4 x stallTimeoutMs = 8 s).
+    const files = [randomFile(8 * MIB, "both-a.bin"), randomFile(8 * MIB, "both-b.bin")];
+    const page = await browser.newPage();
+    await page.goto(site.url + "/");
+    await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
+    await page.evaluate(() => {
+      const input = document.getElementById("file");
+      input.multiple = true;
+    });
+    await page.setInputFiles("#file", files.map((f) => f.path));
+    await emulateLink(await page.context().newCDPSession(page), LINKS.slow);
+    const outcomes = await page.evaluate(async (endpoint) => {
+      const { default: init, Upload } = await import("/pkg/chunkwise.js");
+      await init();
+      return Promise.all([...document.getElementById("file").files].map(async (file) => {
+        const sends = {};
+        const onSlice = (e) => { if (e.state === "sending") sends[e.index] = (sends[e.index] ?? 0) + 1; };
+        try {
+          const result = await new Upload(file, { endpoint, resume: false, chunkSize: 2 * 1024 * 1024, stallTimeoutMs: 2_000, onSlice }).start();
+          return { result, sends };
+        } catch (e) {
+          return { error: { code: e.code, message: e.message }, sends };
+        }
+      }));
+    }, `${api.url}/uploads`);
+    for (const [i, outcome] of outcomes.entries()) {
+      await assertStored(outcome, files[i]);
+      assert.deepEqual(sendsPerSlice(outcome, 4), [1, 1, 1, 1], `file ${i}`);
+    }
+    await page.close();
+  });
+
   test("a connection cut mid-slice: only that slice is sent again", async () => {
     const proxy = await startProxy(api.port);
     try {
