@@ -2,12 +2,12 @@
 //!
 //! This crate is the thin wasm facade: [`Upload`] parses options at the JS boundary,
 //! then runs [`chunkwise_core::engine::Engine`] with browser adapters — a Blob or
-//! ReadableStream source ([`source`]), the global `fetch` ([`fetch`]) and JS timers
-//! ([`runtime`]).
+//! ReadableStream source ([`source`]), the HTTP transport ([`http`]: XHR for slices, fetch
+//! for the rest) and JS timers ([`runtime`]).
 #![deny(missing_docs)]
 
 pub mod digest;
-pub mod fetch;
+pub mod http;
 pub mod interop;
 pub mod resume;
 pub mod runtime;
@@ -29,7 +29,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use web_sys::AbortSignal;
 
-use crate::fetch::FetchTransport;
+use crate::http::HttpTransport;
 use crate::interop::{Parsed, SourceValue};
 use crate::resume::ResumeKey;
 use crate::runtime::BrowserRuntime;
@@ -224,7 +224,7 @@ impl Upload {
                 let location = js_sys::Reflect::get(&value, &"location".into())?
                     .as_string()
                     .unwrap_or_default();
-                let transport = FetchTransport::new(location.clone(), Vec::new());
+                let transport = HttpTransport::new(location.clone(), Vec::new());
                 let bytes_received = match transport.status(&location).await {
                     Ok(status) if !status.complete => {
                         JsValue::from_f64(status.bytes_received as f64)
@@ -375,7 +375,7 @@ impl Inner {
             (Some(location), _) | (None, Some(location)) => Start::Resume(location.clone()),
             (None, None) => Start::New(Some(parsed.metadata.clone())),
         };
-        let transport = FetchTransport::new(parsed.endpoint.clone(), parsed.headers.clone());
+        let transport = HttpTransport::new(parsed.endpoint.clone(), parsed.headers.clone());
 
         let mut outcome = self
             .attempt(&source, start, &transport, &resume_key, &blob)
@@ -424,7 +424,7 @@ impl Inner {
         &self,
         source: &SourceValue,
         start: Start,
-        transport: &FetchTransport,
+        transport: &HttpTransport,
         resume_key: &Option<ResumeKey>,
         blob: &Option<web_sys::Blob>,
     ) -> Result<chunkwise_core::engine::Outcome, UploadError> {

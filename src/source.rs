@@ -1,6 +1,6 @@
 //! Slice sources over a `Blob` and over any `ReadableStream`.
 //!
-//! A Blob slice travels as the `blob.slice()` itself: fetch streams it from disk in the
+//! A Blob slice travels as the `blob.slice()` itself: the browser streams it from disk in the
 //! network stack, so its bytes never enter JS or wasm memory. It is read through
 //! `blob.slice(start, end).stream()` only when a digest needs to see the bytes, which also
 //! avoids Safari's failure on `stream()` of files over 4 GiB, and a retry simply sends the
@@ -29,7 +29,7 @@ use crate::interop::describe_js_error;
 /// The lease keeps a pooled buffer from being reused while any copy of the body exists.
 #[derive(Clone, Debug)]
 pub struct Body {
-    /// What `fetch` sends.
+    /// What the request sends (XHR, or fetch where there is no XHR).
     pub value: JsValue,
     _lease: Option<Rc<()>>,
 }

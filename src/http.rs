@@ -75,7 +75,7 @@ impl Drop for AbortOnDrop {
 
 /// Talks the protocol to one server.
 #[derive(Debug)]
-pub struct FetchTransport {
+pub struct HttpTransport {
     endpoint: String,
     headers: Vec<(String, String)>,
     /// Slices go through XMLHttpRequest (absent in service workers).
@@ -103,7 +103,7 @@ fn protocol_error(status: u16, message: String) -> TransportError {
     }
 }
 
-impl FetchTransport {
+impl HttpTransport {
     /// `endpoint` is already absolute; `headers` go on every request.
     pub fn new(endpoint: String, headers: Vec<(String, String)>) -> Self {
         Self {
@@ -371,7 +371,7 @@ fn parse_retry_after(value: &str) -> Option<f64> {
     (!at.is_nan()).then(|| (at - js_sys::Date::now()).max(0.0))
 }
 
-impl Transport for FetchTransport {
+impl Transport for HttpTransport {
     type Body = Body;
 
     fn reports_upload_progress(&self) -> bool {
