@@ -78,6 +78,9 @@ pub struct Status {
     /// The protocol version the server speaks for this upload (1 when absent).
     #[serde(default = "v1")]
     pub protocol: u32,
+    /// The upload's metadata, as stored (a `pre-create` hook may have replaced it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// `POST /uploads/{id}/complete` body.

@@ -33,6 +33,8 @@ const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 const MAX_METADATA_ENTRIES: usize = 64;
 const MAX_METADATA_KEY_BYTES: usize = 256;
 const MAX_METADATA_VALUE_BYTES: usize = 4096;
+/// With a hook, every event carries the metadata and must stay under 64 KiB.
+const MAX_METADATA_JSON_BYTES_WITH_HOOKS: usize = 32 * 1024;
 
 /// Everything a handler needs.
 #[derive(Clone, Debug)]
@@ -41,6 +43,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Bearer token required on every upload request, when set.
     pub token: Option<Arc<str>>,
+    /// The app's hook (`--hook-url`), when set.
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 /// Where the static files are, and who may call from another origin.
@@ -200,6 +204,17 @@ async fn read_json<T: DeserializeOwned>(body: Body, allow_empty: bool) -> Result
     })
 }
 
+fn check_metadata_fits_events(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let len = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+    if len > MAX_METADATA_JSON_BYTES_WITH_HOOKS {
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            format!("with hooks, metadata may take at most {MAX_METADATA_JSON_BYTES_WITH_HOOKS} bytes of JSON; this takes {len}"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(ApiError::bad_request(
@@ -227,7 +242,11 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError
     Ok(())
 }
 
-async fn create_upload(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn create_upload(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
     let request: CreateUpload = read_json(body, false).await?;
     let limits = state.store.limits();
     if request.chunk_size == 0 {
@@ -259,8 +278,26 @@ async fn create_upload(State(state): State<AppState>, body: Body) -> Result<Resp
             ),
         ));
     }
-    let metadata = request.metadata.unwrap_or_default();
+    let mut metadata = request.metadata.unwrap_or_default();
     validate_metadata(&metadata)?;
+    if let Some(hooks) = &state.hooks {
+        check_metadata_fits_events(&metadata)?;
+        let upload = serde_json::json!({
+            "size": request.size, "chunkSize": request.chunk_size, "metadata": metadata,
+        });
+        let remote_addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0);
+        if let Some(replaced) = hooks
+            .pre_create(upload, &parts.headers, remote_addr)
+            .await?
+        {
+            validate_metadata(&replaced)?;
+            check_metadata_fits_events(&replaced)?;
+            metadata = replaced;
+        }
+    }
     let upload = state
         .store
         .create(request.chunk_size, request.size, metadata)
@@ -299,6 +336,11 @@ async fn delete_upload(
     let upload = state.store.get(&id)?;
     state.store.delete(&upload).await?;
     tracing::info!(id, "upload deleted");
+    if let Some(hooks) = &state.hooks {
+        hooks
+            .enqueue(crate::hooks::terminated(&upload, "deleted"))
+            .await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -321,6 +363,13 @@ async fn complete_upload(
         .complete(&upload, request.size, sha256, slices_sha256)
         .await?;
     tracing::info!(id, size = completed.size, sha256 = %completed.sha256, "upload complete");
+    if let Some(hooks) = &state.hooks {
+        // Durable before the answer: the app hears of every completed upload, even if
+        // the server dies right after answering.
+        hooks
+            .enqueue(crate::hooks::finished(&upload, &completed))
+            .await?;
+    }
     Ok(Json(completed).into_response())
 }
 

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod error;
 pub mod faults;
+pub mod hooks;
 pub mod store;
 
 pub use app::{app, AppState, Site};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chunkwise_server::{app, AppState, Limits, Site, Store};
 use clap::Parser;
 
-/// Receives chunkwise uploads (protocol v1) and serves the demo page.
+/// Receives chunkwise uploads (protocol v2, and v1's routes) and serves the demo page.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -43,6 +43,23 @@ struct Cli {
     /// The wasm package's folder, served at `/pkg/`.
     #[arg(long, env = "CHUNKWISE_PKG")]
     pkg: Option<PathBuf>,
+    /// The app's hook: events are POSTed here (pre-create, post-finish, post-terminate).
+    #[arg(long, env = "CHUNKWISE_HOOK_URL", value_parser = chunkwise_server::hooks::HookConfig::parse_url)]
+    hook_url: Option<reqwest::Url>,
+    /// Signs every event (`Chunkwise-Signature: t=..,v1=HMAC-SHA256(secret, "t.body")`).
+    #[arg(long, env = "CHUNKWISE_HOOK_SECRET", hide_env_values = true)]
+    hook_secret: Option<String>,
+    /// A hook that has not answered after this long counts as down (e.g. 10s).
+    #[arg(long, env = "CHUNKWISE_HOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    hook_timeout: Duration,
+    /// Another request header for pre-create to see, besides Authorization and Cookie
+    /// (repeatable).
+    #[arg(
+        long = "hook-forward-header",
+        env = "CHUNKWISE_HOOK_FORWARD_HEADERS",
+        value_delimiter = ','
+    )]
+    hook_forward_headers: Vec<axum::http::HeaderName>,
     /// Test only: honour fault-injection rules (`/_test/faults/{key}`). Never in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -87,6 +104,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if faults.is_some() {
         tracing::warn!("fault injection is enabled: this server is for tests only");
     }
+    let hooks = match cli.hook_url {
+        Some(url) => {
+            if cli.hook_timeout.is_zero() {
+                return Err("--hook-timeout must be more than 0".into());
+            }
+            let config = chunkwise_server::hooks::HookConfig {
+                url,
+                secret: cli.hook_secret.filter(|s| !s.is_empty()),
+                timeout: cli.hook_timeout,
+                forward_headers: cli.hook_forward_headers,
+            };
+            Some(
+                chunkwise_server::hooks::Hooks::start(config, &cli.data_dir)
+                    .map_err(|e| format!("cannot open the hook outbox: {e}"))?,
+            )
+        }
+        None if cli.hook_secret.is_some() => {
+            return Err("--hook-secret needs --hook-url".into());
+        }
+        None => None,
+    };
     let site_has_www = cli.www.is_some();
     let site = Site {
         www: cli.www,
@@ -98,6 +136,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         AppState {
             store: store.clone(),
             token,
+            hooks: hooks.clone(),
         },
         &site,
     );
@@ -108,7 +147,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let mut tick = tokio::time::interval(sweep_every);
         loop {
             tick.tick().await;
-            expiry_store.expire().await;
+            for upload in expiry_store.expire().await {
+                if let Some(hooks) = &hooks {
+                    let event = chunkwise_server::hooks::terminated(&upload, "expired");
+                    if let Err(error) = hooks.enqueue(event).await {
+                        tracing::error!(id = upload.id(), %error, "post-terminate not stored");
+                    }
+                }
+            }
         }
     });
 
@@ -122,9 +168,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         println!("demo page: http://{addr}/");
     }
     tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
     Ok(())
 }
 

@@ -305,6 +305,11 @@ impl Upload {
         self.chunk_size
     }
 
+    /// The metadata it was created with.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
     fn data_path(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -551,6 +556,7 @@ impl Upload {
             bytes_received: state.bytes_received,
             complete: state.completed.is_some(),
             protocol: chunkwise_core::protocol::VERSION,
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -1026,8 +1032,9 @@ impl Store {
         .await
     }
 
-    /// Removes incomplete uploads untouched for longer than `expire_after`.
-    pub async fn expire(&self) -> usize {
+    /// Removes incomplete uploads untouched for longer than `expire_after`, and returns
+    /// them.
+    pub async fn expire(&self) -> Vec<Arc<Upload>> {
         let cutoff = now_ms().saturating_sub(self.limits.expire_after.as_millis() as u64);
         let stale: Vec<Arc<Upload>> = {
             let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
@@ -1037,18 +1044,18 @@ impl Store {
                 .cloned()
                 .collect()
         };
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for upload in stale {
             if upload.state.lock().await.completed.is_some() {
                 continue;
             }
             match self.delete(&upload).await {
-                Ok(()) => removed += 1,
+                Ok(()) => removed.push(upload),
                 Err(error) => tracing::warn!(id = %upload.id, %error, "could not expire upload"),
             }
         }
-        if removed > 0 {
-            tracing::info!(removed, "expired abandoned uploads");
+        if !removed.is_empty() {
+            tracing::info!(removed = removed.len(), "expired abandoned uploads");
         }
         removed
     }

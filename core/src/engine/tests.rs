@@ -281,6 +281,7 @@ impl Transport for FakeServer {
             bytes_received: stored.values().map(|b| b.len() as u64).sum(),
             complete: false,
             protocol: protocol::VERSION,
+            metadata: BTreeMap::new(),
         })
     }
     async fn delete(&self, _location: &str) -> Result<(), TransportError> {
