@@ -1,28 +1,12 @@
 //! The real binary killed with SIGKILL mid-upload, then started again on the same data.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use support::spawn;
 
 use chunkwise_core::protocol;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-fn spawn(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
-    (child, base)
-}
 
 #[tokio::test]
 async fn kill_9_mid_upload_loses_no_acknowledged_slice() {
@@ -30,7 +14,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_slice() {
     let client = reqwest::Client::new();
     let chunk = 256 * 1024;
     let bytes: Vec<u8> = (0..chunk * 12 + 99).map(|i| (i * 31 % 251) as u8).collect();
-    let (mut server, base) = spawn(dir.path());
+    let (mut server, base) = spawn(dir.path(), &[]);
     let response = client
         .post(format!("{base}/uploads"))
         .body(json!({"chunkSize": chunk, "size": bytes.len()}).to_string())
@@ -58,7 +42,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_slice() {
     server.kill().unwrap();
     server.wait().unwrap();
 
-    let (mut server, base) = spawn(dir.path());
+    let (mut server, base) = spawn(dir.path(), &[]);
     let status: Value = client
         .get(format!("{base}{location}"))
         .send()

@@ -2,8 +2,7 @@
 //! post-finish and post-terminate arrive signed, and post-finish survives a hook that is
 //! down and a `kill -9` of the server.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,10 @@ use chunkwise_server::hooks::{signature, HookConfig, Hooks};
 use chunkwise_server::{app, AppState, Limits, Site, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+mod support;
+
+use support::spawn;
 
 const SECRET: &str = "whsec_test";
 
@@ -313,36 +316,15 @@ async fn rewritten_metadata_is_stored_and_post_finish_arrives_signed() {
     );
 }
 
-fn spawn(data_dir: &std::path::Path, hook_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--hook-url",
-            hook_url,
-            "--hook-secret",
-            SECRET,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
-    (child, base)
+fn spawn_hooked(data_dir: &std::path::Path, hook_url: &str) -> (std::process::Child, String) {
+    spawn(data_dir, &["--hook-url", hook_url, "--hook-secret", SECRET])
 }
 
 #[tokio::test]
 async fn post_finish_survives_a_hook_outage_and_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (receiver, url) = Receiver::start(Answer::Allow).await;
-    let (mut server, base) = spawn(dir.path(), &url);
+    let (mut server, base) = spawn_hooked(dir.path(), &url);
     let response = create(&base, json!({"name": "crash.bin"})).await;
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_string();
@@ -356,7 +338,7 @@ async fn post_finish_survives_a_hook_outage_and_kill_9() {
     server.wait().unwrap();
 
     receiver.set(Answer::Allow);
-    let (mut server, _) = spawn(dir.path(), &url);
+    let (mut server, _) = spawn_hooked(dir.path(), &url);
     let finished = receiver.wait_for("post-finish", 1).await;
     server.kill().unwrap();
     server.wait().unwrap();
