@@ -337,9 +337,7 @@ async fn delete_upload(
     state.store.delete(&upload).await?;
     tracing::info!(id, "upload deleted");
     if let Some(hooks) = &state.hooks {
-        hooks
-            .enqueue(crate::hooks::terminated(&upload, "deleted"))
-            .await?;
+        hooks.upload_terminated(&upload, "deleted").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -366,9 +364,7 @@ async fn complete_upload(
     if let Some(hooks) = &state.hooks {
         // Durable before the answer: the app hears of every completed upload, even if
         // the server dies right after answering.
-        hooks
-            .enqueue(crate::hooks::finished(&upload, &completed))
-            .await?;
+        hooks.upload_finished(&upload, &completed).await?;
     }
     Ok(Json(completed).into_response())
 }

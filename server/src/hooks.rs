@@ -12,6 +12,12 @@
 //! before the request that caused it answers, and retried with backoff until the hook
 //! answers 2xx, across hook outages and server restarts. Each carries an `eventId` that
 //! is the same on every delivery, for de-duplication.
+//!
+//! A completed upload whose `post-finish` is in the outbox gets a marker
+//! (`{data-dir}/hooks/finished/{id}`). At start, every completed upload without one gets
+//! its `post-finish` again: the server may have died between completing an upload and
+//! writing its event. (On the first start with hooks, uploads completed before are only
+//! marked, so turning hooks on does not replay history.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +32,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::error::ApiError;
+use crate::store::{Store, Upload};
 
 /// The header carrying an event's signature.
 pub const SIGNATURE_HEADER: &str = "chunkwise-signature";
@@ -78,6 +85,8 @@ pub struct Hooks {
     config: HookConfig,
     client: reqwest::Client,
     outbox: PathBuf,
+    /// Markers of completed uploads whose `post-finish` is in the outbox (or delivered).
+    finished: PathBuf,
     wake: tokio::sync::Notify,
 }
 
@@ -102,10 +111,18 @@ pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
 }
 
 impl Hooks {
-    /// Opens the outbox under `data_dir` and starts delivering what it holds.
-    pub fn start(config: HookConfig, data_dir: &Path) -> std::io::Result<Arc<Self>> {
+    /// Opens the outbox under `data_dir`, queues the `post-finish` of every completed
+    /// upload in `store` that has none yet, and starts delivering.
+    pub async fn start(
+        config: HookConfig,
+        data_dir: &Path,
+        store: &Store,
+    ) -> std::io::Result<Arc<Self>> {
         let outbox = data_dir.join("hooks").join("outbox");
+        let finished = data_dir.join("hooks").join("finished");
+        let first_start = !finished.exists();
         std::fs::create_dir_all(&outbox)?;
+        std::fs::create_dir_all(&finished)?;
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -114,10 +131,59 @@ impl Hooks {
             config,
             client,
             outbox,
+            finished,
             wake: tokio::sync::Notify::new(),
         });
+        for (upload, completed) in store.completed().await {
+            if hooks.finished.join(upload.id()).exists() {
+                continue;
+            }
+            if first_start {
+                hooks.mark_finished(upload.id()).await?;
+            } else {
+                tracing::info!(
+                    id = upload.id(),
+                    "queueing a post-finish that was never stored"
+                );
+                hooks
+                    .upload_finished(&upload, &completed)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.message))?;
+            }
+        }
         tokio::spawn(hooks.clone().deliver_forever());
         Ok(hooks)
+    }
+
+    async fn mark_finished(&self, id: &str) -> std::io::Result<()> {
+        let dir = self.finished.clone();
+        let name = id.to_string();
+        tokio::task::spawn_blocking(move || write_durably(&dir, &name, b""))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Queues the `post-finish` of a completed upload (durably) and marks it queued.
+    pub async fn upload_finished(
+        &self,
+        upload: &Upload,
+        completed: &chunkwise_core::protocol::Completed,
+    ) -> Result<(), ApiError> {
+        self.enqueue(finished(upload, completed)).await?;
+        self.mark_finished(upload.id()).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "hook_outbox",
+                format!("the hook event could not be marked: {e}"),
+            )
+        })
+    }
+
+    /// Queues the `post-terminate` of an upload removed for `reason`.
+    pub async fn upload_terminated(&self, upload: &Upload, reason: &str) -> Result<(), ApiError> {
+        self.enqueue(terminated(upload, reason)).await?;
+        let _ = tokio::fs::remove_file(self.finished.join(upload.id())).await;
+        Ok(())
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, reqwest::Error> {
@@ -217,7 +283,7 @@ impl Hooks {
 
     /// Writes `event` (with a `type` and an `eventId`) to the outbox, durably, and wakes
     /// the deliverer. The event is delivered at least once from then on.
-    pub async fn enqueue(&self, event: Value) -> Result<(), ApiError> {
+    async fn enqueue(&self, event: Value) -> Result<(), ApiError> {
         let id = event["eventId"].as_str().unwrap_or_default().to_string();
         let mut body = serde_json::to_vec(&event).unwrap_or_default();
         if body.len() > MAX_EVENT_BYTES {
@@ -355,7 +421,7 @@ pub fn finished(
 }
 
 /// The `post-terminate` event of an upload removed for `reason` (`deleted`, `expired`).
-pub fn terminated(upload: &crate::store::Upload, reason: &str) -> Value {
+fn terminated(upload: &Upload, reason: &str) -> Value {
     json!({
         "type": "post-terminate",
         "eventId": format!("post-terminate-{}", upload.id()),

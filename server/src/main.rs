@@ -116,7 +116,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 forward_headers: cli.hook_forward_headers,
             };
             Some(
-                chunkwise_server::hooks::Hooks::start(config, &cli.data_dir)
+                chunkwise_server::hooks::Hooks::start(config, &cli.data_dir, &store)
+                    .await
                     .map_err(|e| format!("cannot open the hook outbox: {e}"))?,
             )
         }
@@ -149,8 +150,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             tick.tick().await;
             for upload in expiry_store.expire().await {
                 if let Some(hooks) = &hooks {
-                    let event = chunkwise_server::hooks::terminated(&upload, "expired");
-                    if let Err(error) = hooks.enqueue(event).await {
+                    if let Err(error) = hooks.upload_terminated(&upload, "expired").await {
                         tracing::error!(id = upload.id(), %error, "post-terminate not stored");
                     }
                 }

@@ -1032,6 +1032,25 @@ impl Store {
         .await
     }
 
+    /// Every completed upload, with its completion.
+    pub async fn completed(&self) -> Vec<(Arc<Upload>, Completed)> {
+        let uploads: Vec<Arc<Upload>> = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut completed = Vec::new();
+        for upload in uploads {
+            let done = upload.state.lock().await.completed.clone();
+            if let Some(done) = done {
+                completed.push((upload, done));
+            }
+        }
+        completed
+    }
+
     /// Removes incomplete uploads untouched for longer than `expire_after`, and returns
     /// them.
     pub async fn expire(&self) -> Vec<Arc<Upload>> {

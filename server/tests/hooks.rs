@@ -25,6 +25,8 @@ const SECRET: &str = "whsec_test";
 #[derive(Clone, Debug)]
 enum Answer {
     Allow,
+    /// Allows uploads, but every other event gets 503.
+    AllowButEventsDown,
     Refuse(u16, &'static str),
     Rewrite(Value),
     Down,
@@ -66,10 +68,14 @@ async fn receive(
     let is_pre_create = event["type"] == "pre-create";
     r.events.lock().unwrap().push(event);
     if !is_pre_create {
+        if let Answer::AllowButEventsDown = answer {
+            r.events.lock().unwrap().pop();
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
         return StatusCode::NO_CONTENT.into_response();
     }
     match answer {
-        Answer::Allow => StatusCode::OK.into_response(),
+        Answer::Allow | Answer::AllowButEventsDown => StatusCode::OK.into_response(),
         Answer::Refuse(status, message) => (
             StatusCode::from_u16(status).unwrap(),
             axum::Json(json!({"error": {"message": message}})),
@@ -149,7 +155,9 @@ async fn server(dir: &std::path::Path, hook_url: &str, timeout: Duration) -> Str
             forward_headers: vec!["x-user".parse().unwrap()],
         },
         dir,
+        &store,
     )
+    .await
     .unwrap();
     let router = app(
         AppState {
@@ -316,7 +324,7 @@ async fn rewritten_metadata_is_stored_and_post_finish_arrives_signed() {
     );
 }
 
-fn spawn_hooked(data_dir: &std::path::Path, hook_url: &str) -> (std::process::Child, String) {
+fn spawn_hooked(data_dir: &std::path::Path, hook_url: &str) -> (support::Running, String) {
     spawn(data_dir, &["--hook-url", hook_url, "--hook-secret", SECRET])
 }
 
@@ -363,4 +371,48 @@ fn a_hook_url_that_does_not_parse_is_refused_at_start() {
             "{bad}"
         );
     }
+}
+
+/// Creates, sends and completes a 3000-byte upload; returns its id.
+async fn complete_one(base: &str, seed: u32) -> String {
+    let response = create(base, json!({"name": "r.bin"})).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i * seed % 256) as u8).collect();
+    let completed = upload_rest(base, &location, &bytes).await;
+    completed["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_post_finish_lost_in_a_crash_before_it_was_stored_is_queued_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(Answer::Down).await;
+    // Completed before hooks were turned on: never announced, not even later.
+    let (mut plain, base) = spawn(dir.path(), &[]);
+    let old = complete_one(&base, 3).await;
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+
+    receiver.set(Answer::AllowButEventsDown);
+    let (mut server, base) = spawn_hooked(dir.path(), &url);
+    let id = complete_one(&base, 5).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // As if the server had died after completing but before storing the event.
+    let hooks = dir.path().join("hooks");
+    std::fs::remove_file(hooks.join("outbox").join(format!("post-finish-{id}.json"))).unwrap();
+    std::fs::remove_file(hooks.join("finished").join(&id)).unwrap();
+
+    receiver.set(Answer::Allow);
+    let (mut server, _) = spawn_hooked(dir.path(), &url);
+    let finished = receiver.wait_for("post-finish", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let ids: Vec<&str> = finished
+        .iter()
+        .map(|e| e["upload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()], "only the lost one, not {old}");
+    assert_eq!(receiver.events_of("post-finish").len(), 1);
 }
