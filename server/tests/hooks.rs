@@ -416,3 +416,40 @@ async fn a_post_finish_lost_in_a_crash_before_it_was_stored_is_queued_at_start()
     assert_eq!(ids, vec![id.as_str()], "only the lost one, not {old}");
     assert_eq!(receiver.events_of("post-finish").len(), 1);
 }
+
+#[tokio::test]
+async fn an_expired_upload_is_announced_and_oversized_metadata_never_reaches_the_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(Answer::Allow).await;
+    let (_server, base) = spawn(
+        dir.path(),
+        &[
+            "--hook-url",
+            &url,
+            "--hook-secret",
+            SECRET,
+            "--expire-after",
+            "1s",
+        ],
+    );
+    // 40 values of 1 KiB: within the metadata limits, but too much for a 64 KiB event.
+    let big: serde_json::Map<String, Value> = (0..40)
+        .map(|i| (format!("k{i}"), json!("x".repeat(1024))))
+        .collect();
+    let response = create(&base, Value::Object(big)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_metadata");
+    assert!(receiver.events_of("pre-create").is_empty());
+
+    let response = create(&base, json!({"name": "abandoned.bin"})).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"].clone();
+    let terminated = receiver.wait_for("post-terminate", 1).await;
+    assert_eq!(terminated[0]["reason"], "expired");
+    assert_eq!(terminated[0]["upload"]["id"], id);
+    assert_eq!(
+        terminated[0]["upload"]["metadata"],
+        json!({"name": "abandoned.bin"})
+    );
+}
