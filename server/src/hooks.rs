@@ -123,7 +123,9 @@ impl Hooks {
         let first_start = !finished.exists();
         std::fs::create_dir_all(&outbox)?;
         std::fs::create_dir_all(&finished)?;
+        // The hook is the app beside the server: no system proxy in between.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .timeout(config.timeout)
             .build()
             .map_err(std::io::Error::other)?;
