@@ -158,16 +158,7 @@ impl HttpTransport {
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
         let headers = Array::new();
-        // `setRequestHeader` appends to a header already set, where `Headers.set` replaces
-        // it: the protocol's own headers win over the same names in the `headers` option.
-        let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        for (name, value) in self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .filter(|(n, _)| !ours(n))
-            .chain(extra.iter().copied())
-        {
+        for (name, value) in self.headers_with(extra) {
             headers.push(&name.into());
             headers.push(&value.into());
         }
@@ -230,11 +221,33 @@ impl HttpTransport {
         ))
     }
 
-    /// Where slice requests and `complete` go, by protocol version.
-    fn slice_url(&self, location: &str, index: u64) -> String {
-        match self.protocol.get() {
-            1 => format!("{location}/slices/{index}"),
-            _ => location.to_string(),
+    /// Every request header: the `headers` option, then the protocol's own `extra` ones,
+    /// which replace options of the same name (XHR's `setRequestHeader` would append to
+    /// them, where fetch's `Headers.set` replaces).
+    fn headers_with<'a>(
+        &'a self,
+        extra: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .filter(move |(n, _)| !ours(n))
+            .chain(extra.iter().copied())
+    }
+
+    /// Whether the server speaks v2: everything at the upload's own URL.
+    fn v2(&self) -> bool {
+        self.protocol.get() >= 2
+    }
+
+    /// Where a request about the upload at `location` goes: the upload's URL in v2, or
+    /// v1's sub-resource `v1_path` (`slices/{index}`, `complete`).
+    fn upload_url(&self, location: &str, v1_path: impl std::fmt::Display) -> String {
+        if self.v2() {
+            location.to_string()
+        } else {
+            format!("{location}/{v1_path}")
         }
     }
 
@@ -246,12 +259,7 @@ impl HttpTransport {
         extra: &[(&str, &str)],
     ) -> Result<Response, TransportError> {
         let headers = Headers::new().map_err(|e| network_error(describe_js_error(&e)))?;
-        for (name, value) in self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .chain(extra.iter().copied())
-        {
+        for (name, value) in self.headers_with(extra) {
             headers
                 .set(name, value)
                 .map_err(|e| network_error(describe_js_error(&e)))?;
@@ -409,7 +417,7 @@ impl Transport for HttpTransport {
         slice: &SliceData<Body>,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        let url = self.slice_url(location, slice.index);
+        let url = self.upload_url(location, format_args!("slices/{}", slice.index));
         let digest = slice.sha256.as_ref().map(protocol::content_digest);
         let index = slice.index.to_string();
         // Content-Type here is also what lets one cached preflight of the upload's URL
@@ -420,7 +428,7 @@ impl Transport for HttpTransport {
                 .iter()
                 .map(|d| (protocol::CONTENT_DIGEST, d.as_str())),
         );
-        if self.protocol.get() >= 2 {
+        if self.v2() {
             extra.push((protocol::SLICE_INDEX, &index));
         }
         if self.xhr {
@@ -436,10 +444,7 @@ impl Transport for HttpTransport {
         location: &str,
         request: &Complete,
     ) -> Result<Completed, TransportError> {
-        let url = match self.protocol.get() {
-            1 => format!("{location}/complete"),
-            _ => location.to_string(),
-        };
+        let url = self.upload_url(location, "complete");
         let response = self.post_json(&url, request).await?;
         Self::json(&response).await
     }

@@ -27,7 +27,8 @@ export function hasXhr() {
 /**
  * `method url` with `headers` ([name, value, ...]) and `body` (a Blob or a BufferSource).
  * Calls `onSent(bytes)` as the body leaves and on any later sign of life (the answer's
- * headers), and `onSent(0)` while it waits for a connection behind other requests that move. Resolves with `{ status, statusText, retryAfter, text }` for any HTTP answer;
+ * headers), and `onSent(0)` while it waits for a connection behind other requests that
+ * move. Resolves with `{ status, statusText, retryAfter, text }` for any HTTP answer;
  * rejects with a TypeError when there is none (network error, CORS). `signal` aborts it.
  */
 export function sendXhr(method, url, headers, body, onSent, signal) {
