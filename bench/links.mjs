@@ -17,7 +17,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Chromium } from "./cdp.mjs";
 import { MIB, OUT, median, runMethod, sourceFile, startServer, startTus } from "./support.mjs";
-import { LINKS, emulateLink } from "../tests/e2e/link.mjs";
+import { LINKS, emulateLink, firstMoveMs, longestStillMs } from "../tests/e2e/link.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
 const BENCH_LINKS = {
@@ -34,24 +34,6 @@ const METHODS = [
   { name: "tus-js-client defaults", method: "tus", options: {}, chunk: Infinity },
   { name: "tus-js-client 8 MiB chunks", method: "tus", options: { chunkSize: 8 * MIB }, chunk: 8 * MIB },
 ];
-
-/** The longest gap between two different progress values, from the first move to the end. */
-function longestStillMs(log, total, endMs) {
-  let longest = 0;
-  let since = null;
-  let value = 0;
-  for (const [ms, bytes] of log) {
-    if (bytes <= 0) continue;
-    if (since === null) {
-      [since, value] = [ms, bytes];
-    } else if (bytes !== value) {
-      longest = Math.max(longest, ms - since);
-      [since, value] = [ms, bytes];
-    }
-    if (bytes >= total) return longest;
-  }
-  return since === null ? null : Math.max(longest, endMs - since);
-}
 
 async function runLink(browser, link, size, runs, methods) {
   const site = await startServer();
@@ -85,7 +67,7 @@ async function runLink(browser, link, size, runs, methods) {
           ofLink: ok && link.upBitsPerSecond ? (size * 8) / (result.ms / 1000) / link.upBitsPerSecond : null,
           requestsPerSlice: bodies / slices, preflights: counts.OPTIONS ?? 0,
           stillMs: m.method === "fetch" ? null : longestStillMs(log, size, result?.ms ?? 0),
-          firstMoveMs: m.method === "fetch" ? null : log.find(([, bytes]) => bytes > 0)?.[0] ?? null,
+          firstMoveMs: m.method === "fetch" ? null : firstMoveMs(log),
         };
         results.push(row);
         console.log(`${link.name.padEnd(4)} ${(size / MIB).toFixed(0)} MiB run ${run + 1}/${runs} ${m.name.padEnd(26)} ` +

@@ -43,25 +43,45 @@ export function progressProbe() {
 }
 
 /**
+ * The longest time the progress value stood still in `log` (entries `[ms, bytes, ...]`),
+ * from its first move until it reached `total`; if it never did, until `endMs` when given.
+ * null when it never moved.
+ */
+export function longestStillMs(log, total, endMs = null) {
+  let longest = 0;
+  let since = null;
+  let value = 0;
+  for (const [ms, bytes] of log) {
+    if (bytes <= 0) continue;
+    if (since === null) {
+      [since, value] = [ms, bytes];
+    } else if (bytes !== value) {
+      longest = Math.max(longest, ms - since);
+      [since, value] = [ms, bytes];
+    }
+    if (bytes >= total) return longest;
+  }
+  if (since === null) return null;
+  return endMs === null ? longest : Math.max(longest, endMs - since);
+}
+
+/** When the progress value of `log` (entries `[ms, bytes, ...]`) first moved, or null. */
+export function firstMoveMs(log) {
+  return log.find(([, bytes]) => bytes > 0)?.[0] ?? null;
+}
+
+/**
  * From a progress log ([ms, bytesSent, bytesAcknowledged, slicesDone]): when bytes first
  * moved, when the first slice was acknowledged, and the longest time the bar stood still
  * between its first move and its end.
  */
 export function summarizeProgress(log, total) {
-  const firstMove = log.find((e) => e[1] > 0)?.[0] ?? null;
-  const firstAck = log.find((e) => e[3] > 0)?.[0] ?? null;
-  let longestStillMs = 0;
-  let last = null;
-  for (const [ms, sent] of log) {
-    if (sent <= 0) continue;
-    if (last && sent !== last[1]) {
-      longestStillMs = Math.max(longestStillMs, ms - last[0]);
-      last = [ms, sent];
-    } else if (!last) {
-      last = [ms, sent];
-    }
-    if (sent >= total) break;
-  }
   const backwards = log.some((e, i) => i > 0 && e[1] < log[i - 1][1]);
-  return { firstMoveMs: firstMove, firstAckMs: firstAck, longestStillMs, backwards, reports: log.length };
+  return {
+    firstMoveMs: firstMoveMs(log),
+    firstAckMs: log.find((e) => e[3] > 0)?.[0] ?? null,
+    longestStillMs: longestStillMs(log, total) ?? 0,
+    backwards,
+    reports: log.length,
+  };
 }
