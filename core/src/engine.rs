@@ -462,13 +462,13 @@ impl<R: Runtime, E: Events> Requests<'_, R, E> {
                 ),
             }));
             let sent: SentBytes<'s> = {
-                let (watch, progress, slice) = (watch.clone(), request.progress, request.slice);
+                let (watch, counted) = (watch.clone(), request.progress.zip(request.slice));
                 Rc::new(move |bytes| {
                     let now_ms = runtime.now_ms();
                     let mut w = watch.get();
                     w.progressed(now_ms);
                     watch.set(w);
-                    if let (Some(shared), Some(index)) = (progress, slice) {
+                    if let Some((shared, index)) = counted {
                         shared.tracker.borrow_mut().sent(now_ms, index, bytes);
                         shared.pulse.notify();
                     }
@@ -498,7 +498,7 @@ impl<R: Runtime, E: Events> Requests<'_, R, E> {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if let (Some(shared), Some(index)) = (request.progress, request.slice) {
+            if let Some((shared, index)) = request.progress.zip(request.slice) {
                 shared.tracker.borrow_mut().restart(index);
                 shared.pulse.notify();
             }

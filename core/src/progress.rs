@@ -205,16 +205,18 @@ impl Tracker {
 mod tests {
     use super::*;
 
+    /// (sent, acknowledged, slices done) of a report.
+    fn counts(p: &Progress) -> (u64, u64, u64) {
+        (p.bytes_sent, p.bytes_acknowledged, p.slices_done)
+    }
+
     #[test]
     fn rate_and_eta_follow_acknowledgements() {
         let mut t = Tracker::new(0.0, Some(4000), Some(4));
         assert_eq!(t.poll_emit(0.0).unwrap().bytes_sent, 0);
         t.acknowledged(1000.0, 0, 1000);
         let p = t.poll_emit(1000.0).unwrap();
-        assert_eq!(
-            (p.bytes_sent, p.bytes_acknowledged, p.slices_done),
-            (1000, 1000, 1)
-        );
+        assert_eq!(counts(&p), (1000, 1000, 1));
         assert_eq!(p.bytes_per_second, 1000.0);
         assert_eq!(p.eta_seconds, Some(3.0));
     }
@@ -226,10 +228,7 @@ mod tests {
         t.sent(200.0, 1, 300);
         t.sent(300.0, 0, 1000);
         let p = t.force_emit(300.0).unwrap();
-        assert_eq!(
-            (p.bytes_sent, p.bytes_acknowledged, p.slices_done),
-            (1300, 0, 0)
-        );
+        assert_eq!(counts(&p), (1300, 0, 0));
         assert!((p.bytes_per_second - 1300.0 / 0.3).abs() < 1e-6);
         // Slice 1's request failed: its 300 bytes no longer count, but they did move.
         t.restart(1);
@@ -237,10 +236,7 @@ mod tests {
         t.acknowledged(400.0, 0, 1000);
         t.sent(500.0, 1, 200);
         let p = t.force_emit(500.0).unwrap();
-        assert_eq!(
-            (p.bytes_sent, p.bytes_acknowledged, p.slices_done),
-            (1200, 1000, 1)
-        );
+        assert_eq!(counts(&p), (1200, 1000, 1));
         // Rate over every byte on the wire: 1000 + 300 + 200 in 0.5 s.
         assert!(
             (p.bytes_per_second - 3000.0).abs() < 1e-6,
