@@ -26,6 +26,7 @@ use crate::progress::{Progress, Tracker};
 use crate::protocol::{Complete, Completed, CreateUpload, Created, SlicesDigest, Status};
 use crate::ranges::IndexSet;
 use crate::retry::{Decision, Failure, RetryPolicy, RetryState};
+use crate::slots::{Acquire, Slot, Slots};
 use crate::stall::StallWatch;
 
 /// Time, sleep and randomness, injected.
@@ -304,9 +305,19 @@ pub struct Outcome {
 pub struct Control {
     paused: Cell<bool>,
     wakers: RefCell<Vec<Waker>>,
+    slots: Option<Slots>,
 }
 
 impl Control {
+    /// A control whose slice requests also each hold one of `slots`, a limit shared with
+    /// other uploads (a queue's).
+    pub fn with_slots(slots: Slots) -> Self {
+        Control {
+            slots: Some(slots),
+            ..Control::default()
+        }
+    }
+
     /// Stops starting requests.
     pub fn pause(&self) {
         self.paused.set(true);
@@ -603,6 +614,11 @@ where
             .map_err(|e| UploadError::protocol(e.to_string()))?;
 
         let max_in_flight = opts.max_in_flight as usize;
+        // With a shared limit, each slice request also holds one of its slots. The wait
+        // for one is kept across turns of the loop so that its place in line holds.
+        let slots = control.slots.as_ref();
+        let mut acquiring: Option<Acquire> = None;
+        let mut slot: Option<Slot> = None;
         let shared = Shared {
             tracker: RefCell::new(Tracker::new(
                 runtime.now_ms(),
@@ -636,10 +652,22 @@ where
             // answered (and cached) would each send their own.
             let window_open = progress_ref.is_none() || shared.tracker.borrow().has_moved();
             let room = if window_open { max_in_flight } else { 1 };
-            if !paused && in_flight.len() < room {
+            let may_send = !paused && in_flight.len() < room && ready.is_some();
+            if !may_send {
+                // Paused or full: hold no slot and no place in line that others could use.
+                acquiring = None;
+                slot = None;
+            }
+            let slot_ready = slots.is_none() || slot.is_some();
+            if may_send && !slot_ready && acquiring.is_none() {
+                acquiring = slots.map(Slots::acquire);
+            }
+            if may_send && slot_ready {
                 if let Some(slice) = ready.take() {
+                    let slot = slot.take();
                     events.slice(slice.index, SliceState::Sending, 1);
                     in_flight.push(async move {
+                        let _slot = slot;
                         let what = format!("sending slice {}", slice.index);
                         let request = Request {
                             what: &what,
@@ -701,10 +729,14 @@ where
             } else {
                 Either::Right(future::pending())
             };
+            let granted = match acquiring.as_mut() {
+                Some(acquire) => Either::Left(acquire),
+                None => Either::Right(future::pending()),
+            };
             let (read_next, acked, flush, resumed) =
                 (pin!(read_next), pin!(acked), pin!(flush), pin!(resumed));
             let work = future::select(read_next, acked);
-            let wake = future::select(flush, resumed);
+            let wake = future::select(future::select(flush, resumed), granted);
             match future::select(work, wake).await {
                 Either::Left((Either::Left((read, _)), _)) => {
                     reading = false;
@@ -763,6 +795,10 @@ where
                     Some(Err(e)) => return Err(e),
                     None => {}
                 },
+                Either::Right((Either::Right((granted, _)), _)) => {
+                    acquiring = None;
+                    slot = Some(granted);
+                }
                 Either::Right(_) => {}
             }
         }

@@ -13,4 +13,5 @@ pub mod progress;
 pub mod protocol;
 pub mod ranges;
 pub mod retry;
+pub mod slots;
 pub mod stall;

@@ -158,6 +158,8 @@ struct FakeServer {
     hang_once: RefCell<Vec<u64>>,
     /// Index of each PUT, in the order they started.
     started: RefCell<Vec<u64>>,
+    /// Slice requests in flight across servers: (now, most at once).
+    shared: Option<Rc<(Cell<usize>, Cell<usize>)>>,
 }
 
 fn fail(failure: Failure) -> TransportError {
@@ -203,6 +205,10 @@ impl Transport for FakeServer {
         self.in_flight.set(self.in_flight.get() + 1);
         self.max_in_flight
             .set(self.max_in_flight.get().max(self.in_flight.get()));
+        if let Some((now, most)) = self.shared.as_deref() {
+            now.set(now.get() + 1);
+            most.set(most.get().max(now.get()));
+        }
         // Later slices finish sooner, so acknowledgements arrive out of order; half of the
         // body leaves first, the rest just before the answer.
         sent(0);
@@ -211,6 +217,9 @@ impl Transport for FakeServer {
         YieldTimes(1 + (7 - (slice.index % 7) as u32) * 2).await;
         sent(slice.len);
         self.in_flight.set(self.in_flight.get() - 1);
+        if let Some((now, _)) = self.shared.as_deref() {
+            now.set(now.get() - 1);
+        }
         if let Some((left, failure)) = self.failures.borrow_mut().get_mut(&slice.index) {
             if *left > 0 {
                 *left -= 1;
@@ -713,4 +722,57 @@ fn the_first_slice_request_goes_alone_until_its_bytes_move() {
     let started = server.started.borrow();
     assert_eq!(&started[..2], &[0, 0], "{started:?}");
     assert_eq!(server.max_in_flight.get(), 4);
+}
+
+#[test]
+fn uploads_sharing_slots_stay_under_one_limit_and_a_small_file_is_not_starved() {
+    let counter = Rc::new((Cell::new(0), Cell::new(0)));
+    let servers = [FakeServer::default(), FakeServer::default()].map(|mut s| {
+        s.shared = Some(counter.clone());
+        s
+    });
+    let slots = Slots::new(3);
+    let big = pattern(40 * CHUNK as usize);
+    let small = pattern(2 * CHUNK as usize + 7);
+    let options = options(CHUNK, 4);
+    let runtime = FakeRuntime::new();
+    let finished = RefCell::new(Vec::new());
+    let run = |bytes: &Vec<u8>, server, name: &'static str| {
+        let (options, runtime, finished, slots) = (&options, &runtime, &finished, &slots);
+        let bytes = bytes.clone();
+        async move {
+            let control = Control::with_slots(slots.clone());
+            let engine = Engine {
+                options,
+                source: VecSource::new(bytes, CHUNK),
+                transport: server,
+                runtime,
+                events: &(),
+                control: &control,
+            };
+            let outcome = engine.run(Start::New(None)).await;
+            finished.borrow_mut().push(name);
+            outcome
+        }
+    };
+    let (a, b) = futures_executor::block_on(futures_util::future::join(
+        run(&big, &servers[0], "big"),
+        run(&small, &servers[1], "small"),
+    ));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(servers[0].assembled(), big);
+    assert_eq!(servers[1].assembled(), small);
+    assert_eq!(
+        counter.1.get(),
+        3,
+        "the shared limit is reached and never passed"
+    );
+    assert!(servers[0].max_in_flight.get() <= 3);
+    assert_eq!(
+        *finished.borrow(),
+        ["small", "big"],
+        "the small file waited behind the big one"
+    );
+    assert_eq!(slots.in_use(), 0, "every slot is given back");
 }
