@@ -22,6 +22,7 @@ use chunkwise_core::engine::{
 };
 use chunkwise_core::progress::Progress;
 use chunkwise_core::retry::Failure;
+use chunkwise_core::slots::Slots;
 use futures_util::future::{self, Either};
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
@@ -176,17 +177,7 @@ impl Upload {
         #[wasm_bindgen(unchecked_param_type = "UploadSource")] source: JsValue,
         #[wasm_bindgen(unchecked_param_type = "UploadOptions")] options: JsValue,
     ) -> Result<Upload, JsValue> {
-        let source = interop::parse_source(&source)?;
-        let parsed = interop::parse_options(&options, &source)?;
-        Ok(Upload {
-            inner: Rc::new(Inner {
-                source: RefCell::new(Some(source)),
-                parsed,
-                started: Cell::new(false),
-                location: Rc::default(),
-                control: Control::default(),
-            }),
-        })
+        Upload::with_control(&source, &options, Control::default())
     }
 
     /// Stops starting requests (new slices and retries); requests in flight finish. The
@@ -274,6 +265,72 @@ impl Upload {
     pub fn start(&self) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move { inner.run().await })
+    }
+}
+
+impl Upload {
+    fn with_control(
+        source: &JsValue,
+        options: &JsValue,
+        control: Control,
+    ) -> Result<Upload, JsValue> {
+        let source = interop::parse_source(source)?;
+        let parsed = interop::parse_options(options, &source)?;
+        Ok(Upload {
+            inner: Rc::new(Inner {
+                source: RefCell::new(Some(source)),
+                parsed,
+                started: Cell::new(false),
+                location: Rc::default(),
+                control,
+            }),
+        })
+    }
+}
+
+/// Uploads made through one group share one limit of slice requests in flight, granted
+/// first come, first served, so that a big file cannot starve the small ones behind it.
+/// Each upload keeps its own `maxInFlight` too. `UploadQueue` is built on this.
+#[wasm_bindgen]
+pub struct UploadGroup {
+    slots: Slots,
+}
+
+#[wasm_bindgen]
+impl UploadGroup {
+    /// `maxInFlight`: slice requests in flight across all the group's uploads, 1 ..= 64.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(js_name = maxInFlight)] max_in_flight: JsValue,
+    ) -> Result<UploadGroup, JsValue> {
+        match max_in_flight.as_f64() {
+            Some(n) if n.fract() == 0.0 && (1.0..=64.0).contains(&n) => Ok(UploadGroup {
+                slots: Slots::new(n as usize),
+            }),
+            _ => Err(js_sys::RangeError::new("maxInFlight must be an integer from 1 to 64").into()),
+        }
+    }
+
+    /// A new `Upload` (same arguments as its constructor) whose slice requests count
+    /// against this group's limit.
+    pub fn upload(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "UploadSource")] source: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "UploadOptions")] options: JsValue,
+    ) -> Result<Upload, JsValue> {
+        Upload::with_control(&source, &options, Control::with_slots(self.slots.clone()))
+    }
+
+    /// Slice requests of the group's uploads in flight now.
+    #[wasm_bindgen(getter, js_name = inFlight)]
+    pub fn in_flight(&self) -> u32 {
+        self.slots.in_use() as u32
+    }
+
+    /// The group's limit.
+    #[wasm_bindgen(getter, js_name = maxInFlight)]
+    pub fn max_in_flight(&self) -> u32 {
+        self.slots.limit() as u32
     }
 }
 
