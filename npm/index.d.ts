@@ -35,6 +35,12 @@ export interface QueueProgress {
   etaSeconds: number | null;
 }
 
+/** A file found in a dropped folder, with its path there (`photos/2024/a.jpg`). */
+export interface FileWithPath {
+  file: Blob;
+  path: string;
+}
+
 export type QueueItemState = "queued" | "uploading" | "done" | "failed" | "cancelled";
 
 /** One file of an `UploadQueue`. */
@@ -70,9 +76,11 @@ export class UploadQueue {
   constructor(options: UploadQueueOptions);
   /** Adds files and starts them in turn. Throws a TypeError naming the first item that is
    * not a File or Blob, and then adds none. */
-  add(files: Blob | Iterable<Blob> | FileList): QueueItem[];
+  add(files: Blob | FileList | Iterable<Blob | FileWithPath>): QueueItem[];
   /** Adds what was dropped, folders walked to every file inside. An empty folder adds nothing. */
   addDropped(dataTransfer: DataTransfer): Promise<QueueItem[]>;
+  /** Every file in what was dropped, folders walked. Call it in the drop handler itself. */
+  static filesIn(dataTransfer: DataTransfer): Promise<FileWithPath[]>;
   readonly items: QueueItem[];
   readonly progress: QueueProgress;
   readonly paused: boolean;

@@ -127,9 +127,9 @@ export class UploadQueue {
   }
 
   /**
-   * Adds files (a File, a Blob, a FileList or any iterable of them) and starts them in
-   * turn. Returns their items. Throws a TypeError naming the first item that is not a File
-   * or Blob, and then adds none.
+   * Adds files (a File, a Blob, a FileList or any iterable of them, or of `{ file, path }`
+   * as `UploadQueue.filesIn` finds them) and starts them in turn. Returns their items.
+   * Throws a TypeError naming the first item that is not a File or Blob, and then adds none.
    */
   add(files) {
     const list = files instanceof Blob ? [files] : files;
@@ -139,14 +139,19 @@ export class UploadQueue {
     const entries = [];
     let index = 0;
     for (const entry of list) {
-      const [file, path] = Array.isArray(entry) ? entry : [entry, undefined];
+      const withPath = entry !== null && typeof entry === "object" && !(entry instanceof Blob) && "file" in entry;
+      const [file, path] = withPath ? [entry.file, entry.path] : [entry, undefined];
+      if (path !== undefined && typeof path !== "string") {
+        throw new TypeError(`UploadQueue.add: item ${index}'s path must be a string; got ${describe(path)}`);
+      }
       if (!(file instanceof Blob)) {
         throw new TypeError(`UploadQueue.add: item ${index} is ${describe(file)}, not a File or Blob`);
       }
-      entries.push([file, path ?? (file.webkitRelativePath || file.name || `blob-${this.#items.length + entries.length}`)]);
+      entries.push([file, path ?? (file.webkitRelativePath || file.name || `blob-${this.#items.length + index}`)]);
       index += 1;
     }
-    const added = entries.map(([file, path]) => new QueueItem(this, this.#items.length, file, path));
+    const first = this.#items.length;
+    const added = entries.map(([file, path], i) => new QueueItem(this, first + i, file, path));
     for (const item of added) this.#items.push(item);
     this.#pump();
     this.#report();
@@ -158,13 +163,28 @@ export class UploadQueue {
    * its path. An empty folder adds nothing.
    */
   async addDropped(dataTransfer) {
-    const entries = [...(dataTransfer?.items ?? [])]
-      .map((item) => item.webkitGetAsEntry?.())
-      .filter(Boolean);
-    if (entries.length === 0) return this.add(dataTransfer?.files ?? []);
-    const found = [];
-    for (const entry of entries) await walk(entry, found);
-    return this.add(found);
+    return this.add(await UploadQueue.filesIn(dataTransfer));
+  }
+
+  /**
+   * Every file in what was dropped (`event.dataTransfer`), folders walked, as
+   * `{ file, path }`. Call it in the drop handler itself: the browser empties the
+   * DataTransfer once the handler returns, though walking may finish later.
+   */
+  static filesIn(dataTransfer) {
+    if (!(dataTransfer instanceof DataTransfer)) {
+      throw new TypeError(`UploadQueue.filesIn takes a DataTransfer (event.dataTransfer); got ${describe(dataTransfer)}`);
+    }
+    // Entries must be taken synchronously, while the drop event runs.
+    const entries = [...dataTransfer.items].map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
+    if (entries.length === 0) {
+      return Promise.resolve([...dataTransfer.files].map((file) => ({ file, path: file.name })));
+    }
+    return (async () => {
+      const found = [];
+      for (const entry of entries) await walk(entry, found);
+      return found;
+    })();
   }
 
   /** Every item, in the order added. */
@@ -313,11 +333,11 @@ export class UploadQueue {
   }
 }
 
-// Collects [file, path] for every file under a FileSystemEntry.
+// Collects { file, path } for every file under a FileSystemEntry.
 async function walk(entry, found) {
   if (entry.isFile) {
     const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
-    found.push([file, entry.fullPath.replace(/^\//, "")]);
+    found.push({ file, path: entry.fullPath.replace(/^\//, "") });
     return;
   }
   if (!entry.isDirectory) return;

@@ -1,5 +1,6 @@
-// The chunkwise demo: pick a file, upload it, watch slices, speed and memory.
-import init, { Upload } from "./pkg/chunkwise.js";
+// The chunkwise demo: pick a file, upload it, watch slices, speed and memory. Several files
+// or a folder go through one UploadQueue, with a bar per file.
+import init, { Upload, UploadQueue } from "./pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_CELLS = 1024;
@@ -19,6 +20,9 @@ const ERROR_WORDS = {
 
 let wasm;
 let file = null;
+// Several files (or a folder): [{ file, path }], uploaded by `queue`.
+let many = null;
+let queue = null;
 let controller = null;
 let upload = null;
 let map = null;
@@ -43,16 +47,127 @@ function formatDuration(seconds) {
 function setState(state) {
   document.body.dataset.state = state;
   const busy = state === "uploading" || state === "paused";
-  $("start").disabled = busy || !file;
+  $("start").disabled = busy || !(file || many?.length);
   $("cancel").disabled = !busy;
   $("pause").disabled = state !== "uploading";
   $("resume").disabled = state !== "paused";
-  for (const id of ["file", "chunk-size", "max-in-flight", "digest"]) $(id).disabled = busy;
+  for (const id of ["file", "folder", "chunk-size", "max-in-flight", "digest"]) $(id).disabled = busy;
+}
+
+function busy() {
+  return document.body.dataset.state === "uploading" || document.body.dataset.state === "paused";
+}
+
+// One file: the slice map. Several, or any folder: the list.
+function chooseFiles(entries, fromFolder) {
+  if (busy()) return;
+  if (entries.length === 1 && !fromFolder) return chooseFile(entries[0].file);
+  file = null;
+  many = entries;
+  const total = entries.reduce((sum, e) => sum + e.file.size, 0);
+  $("file-info").textContent = entries.length === 0
+    ? "The folder is empty: nothing to upload."
+    : `${entries.length.toLocaleString("en")} files — ${formatBytes(total)}`;
+  $("result").hidden = true;
+  $("error").hidden = true;
+  $("previous").hidden = true;
+  $("map-section").hidden = true;
+  buildList(entries);
+  setState(entries.length ? "ready" : "idle");
+  $("start").disabled = entries.length === 0;
+}
+
+const rows = new Map();
+const dirtyRows = new Set();
+function buildList(entries) {
+  const list = $("queue-list");
+  list.replaceChildren();
+  rows.clear();
+  $("queue-section").hidden = false;
+  $("queue-summary").textContent = "";
+  for (const [i, { file: f, path }] of entries.entries()) {
+    const li = document.createElement("li");
+    li.dataset.state = "queued";
+    const name = Object.assign(document.createElement("span"), { className: "path", textContent: path, title: path });
+    const bar = Object.assign(document.createElement("progress"), { max: 1, value: 0 });
+    const state = Object.assign(document.createElement("span"), { className: "state", textContent: `queued, ${formatBytes(f.size)}` });
+    li.append(name, bar, state);
+    list.append(li);
+    rows.set(i, { li, bar, state });
+  }
+}
+
+function paintRows() {
+  for (const item of dirtyRows) {
+    const row = rows.get(item.id);
+    if (!row) continue;
+    const p = item.progress;
+    row.li.dataset.state = item.state;
+    row.bar.value = item.size ? p.bytesSent / item.size : item.state === "done" ? 1 : 0;
+    row.state.textContent = item.state === "uploading" ? `${formatBytes(p.bytesSent)} of ${formatBytes(item.size)}`
+      : item.state === "failed" ? `failed: ${item.error?.code ?? "error"}`
+      : item.state;
+    if (item.state === "failed") row.state.title = item.error?.message ?? "";
+  }
+  dirtyRows.clear();
+}
+
+function onFileChange(item) {
+  if (dirtyRows.size === 0) requestAnimationFrame(paintRows);
+  dirtyRows.add(item);
+}
+
+async function startQueue() {
+  $("result").hidden = true;
+  $("error").hidden = true;
+  buildList(many);
+  let created;
+  try {
+    created = new UploadQueue({
+      endpoint: "/uploads",
+      chunkSize: Number($("chunk-size").value),
+      maxInFlight: Number($("max-in-flight").value),
+      digest: $("digest").checked ? "sha-256" : "none",
+      onProgress: (total) => {
+        onProgress(total);
+        $("in-flight").value = total.inFlight;
+        peakInFlight = Math.max(peakInFlight, total.inFlight);
+        $("peak-in-flight").value = peakInFlight;
+        $("queue-summary").textContent = `(${total.filesDone} done, ${total.filesFailed} failed of ${total.files})`;
+      },
+      onFileChange,
+    });
+  } catch (error) {
+    showError({ code: "options", message: error.message });
+    return;
+  }
+  queue = created;
+  peakInFlight = 0;
+  $("max-shown").value = $("max-in-flight").value;
+  setState("uploading");
+  const started = performance.now();
+  queue.add(many);
+  const items = await queue.done();
+  for (const item of items) dirtyRows.add(item);
+  paintRows();
+  onProgress(queue.progress);
+  $("in-flight").value = 0;
+  const failed = items.filter((i) => i.state === "failed").length;
+  const cancelled = items.filter((i) => i.state === "cancelled").length;
+  const done = items.length - failed - cancelled;
+  const seconds = (performance.now() - started) / 1000;
+  $("queue-summary").textContent = `(${done} done, ${failed} failed, ${cancelled} cancelled, in ${seconds.toFixed(1)} s)`;
+  if (failed) showError({ code: "queue", message: `${failed} of ${items.length} files failed; the others are stored. Hover a row for why.` });
+  setState(cancelled === items.length ? "cancelled" : failed ? "error" : "done");
+  queue = null;
 }
 
 function chooseFile(chosen) {
-  if (!chosen || document.body.dataset.state === "uploading") return;
+  if (!chosen || busy()) return;
   file = chosen;
+  many = null;
+  $("queue-section").hidden = true;
+  $("map-section").hidden = false;
   $("file-info").textContent = `${file.name} — ${formatBytes(file.size)} (${file.size.toLocaleString("en")} bytes)`;
   $("result").hidden = true;
   $("error").hidden = true;
@@ -147,6 +262,7 @@ function showError(error) {
 }
 
 async function start() {
+  if (many) return startQueue();
   if (!file) return;
   $("result").hidden = true;
   $("error").hidden = true;
@@ -213,20 +329,26 @@ function showResult(result) {
   $("result").hidden = false;
 }
 
-$("file").addEventListener("change", (e) => chooseFile(e.target.files[0]));
+const picked = (list) => [...list].map((f) => ({ file: f, path: f.webkitRelativePath || f.name }));
+$("file").addEventListener("change", (e) => chooseFiles(picked(e.target.files), false));
+$("folder").addEventListener("change", (e) => chooseFiles(picked(e.target.files), true));
 $("chunk-size").addEventListener("change", () => file && buildMap(Math.ceil(file.size / Number($("chunk-size").value))));
 $("max-in-flight").addEventListener("change", (e) => { $("max-shown").value = e.target.value; });
 $("start").addEventListener("click", start);
-$("cancel").addEventListener("click", () => controller?.abort());
-$("pause").addEventListener("click", () => { upload?.pause(); setState("paused"); });
-$("resume").addEventListener("click", () => { upload?.resume(); setState("uploading"); });
+$("cancel").addEventListener("click", () => { controller?.abort(); queue?.cancel(); });
+$("pause").addEventListener("click", () => { upload?.pause(); queue?.pause(); setState("paused"); });
+$("resume").addEventListener("click", () => { upload?.resume(); queue?.resume(); setState("uploading"); });
 for (const type of ["dragenter", "dragover"]) {
   document.addEventListener(type, (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
 }
 for (const type of ["dragleave", "drop"]) {
   document.addEventListener(type, (e) => { e.preventDefault(); document.body.classList.remove("dragging"); });
 }
-document.addEventListener("drop", (e) => chooseFile(e.dataTransfer?.files?.[0]));
+document.addEventListener("drop", async (e) => {
+  if (!e.dataTransfer || busy()) return;
+  const hasFolder = [...e.dataTransfer.items].some((i) => i.webkitGetAsEntry?.()?.isDirectory);
+  chooseFiles(await UploadQueue.filesIn(e.dataTransfer), hasFolder);
+});
 
 wasm = await init();
 showMemory();
