@@ -19,13 +19,12 @@ use chunkwise_core::protocol::{
 };
 use chunkwise_core::retry::Failure;
 use js_sys::{Array, Promise, Reflect};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, AbortSignal, Headers, RequestInit, Response, Url};
 
 use crate::interop::describe_js_error;
+use crate::json::{self, FromJson};
 use crate::source::Body;
 
 #[wasm_bindgen]
@@ -304,13 +303,9 @@ impl HttpTransport {
         ))
     }
 
-    /// `POST`s `request` as JSON (the protocol's bodies always serialise).
-    async fn post_json(
-        &self,
-        url: &str,
-        request: &impl Serialize,
-    ) -> Result<Response, TransportError> {
-        let body = JsValue::from_str(&serde_json::to_string(request).unwrap_or_default());
+    /// `POST`s `body` (a plain object) as JSON.
+    async fn post_json(&self, url: &str, body: JsValue) -> Result<Response, TransportError> {
+        let body = json::stringify(&body);
         self.send(
             "POST",
             url,
@@ -320,7 +315,7 @@ impl HttpTransport {
         .await
     }
 
-    async fn json<T: DeserializeOwned>(response: &Response) -> Result<T, TransportError> {
+    async fn json<T: FromJson>(response: &Response) -> Result<T, TransportError> {
         let status = response.status();
         let promise = response
             .text()
@@ -335,7 +330,7 @@ impl HttpTransport {
             })?
             .as_string()
             .unwrap_or_default();
-        serde_json::from_str(&text).map_err(|e| {
+        json::parse(&text).map_err(|e| {
             protocol_error(
                 status,
                 format!("the server's answer is not chunkwise's protocol: {e}"),
@@ -353,7 +348,7 @@ fn status_error(
     retry_after: Option<String>,
     text: &str,
 ) -> TransportError {
-    let (code, message) = match serde_json::from_str::<ErrorBody>(text) {
+    let (code, message) = match json::parse::<ErrorBody>(text) {
         Ok(body) => (Some(body.error.code), body.error.message),
         Err(_) => (
             None,
@@ -372,7 +367,10 @@ fn status_error(
 
 /// `Retry-After` as delay-seconds or an HTTP date, in milliseconds from now.
 fn parse_retry_after(value: &str) -> Option<f64> {
-    if let Ok(seconds) = value.trim().parse::<f64>() {
+    let text = value.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // JS parses the number: Rust's float parser would add kilobytes of wasm.
+        let seconds = js_sys::Number::parse_float(text);
         return (seconds >= 0.0).then_some(seconds * 1000.0);
     }
     let at = js_sys::Date::parse(value);
@@ -387,7 +385,10 @@ impl Transport for HttpTransport {
     }
 
     async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError> {
-        let response = match self.post_json(&self.endpoint, request).await {
+        let response = match self
+            .post_json(&self.endpoint, json::create_body(request))
+            .await
+        {
             Ok(response) => response,
             Err(error) => return Err(self.diagnose(&self.endpoint, error).await),
         };
@@ -445,7 +446,7 @@ impl Transport for HttpTransport {
         request: &Complete,
     ) -> Result<Completed, TransportError> {
         let url = self.upload_url(location, "complete");
-        let response = self.post_json(&url, request).await?;
+        let response = self.post_json(&url, json::complete_body(request)).await?;
         Self::json(&response).await
     }
 

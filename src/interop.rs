@@ -80,7 +80,21 @@ pub fn describe_js_error(value: &JsValue) -> String {
             format!("{name}: {message}")
         };
     }
-    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+    if let Some(text) = value.as_string() {
+        return text;
+    }
+    match value.as_f64() {
+        Some(number) => number_text(number),
+        None => type_name(value),
+    }
+}
+
+/// A number as JS writes it. Rust's float formatting would add ~20 KB of wasm.
+pub fn number_text(number: f64) -> String {
+    js_sys::Number::from(number)
+        .to_string_with_radix(10)
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// Checks the source: a Blob (File included) or an unlocked ReadableStream.
@@ -144,7 +158,8 @@ fn integer(options: &JsValue, name: &'static str, allowed: &str) -> Result<Optio
         || number > MAX_SAFE_SIZE_BYTES as f64
     {
         return Err(range_error(format!(
-            "{name} must be {allowed}; got {number}"
+            "{name} must be {allowed}; got {}",
+            number_text(number)
         )));
     }
     Ok(Some(number as u64))
@@ -253,7 +268,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
             if let Some(size) = size.filter(|&s| s as f64 != blob.size()) {
                 return Err(range_error(format!(
                     "size is only for a ReadableStream source; this Blob has {} bytes, not {size}",
-                    blob.size()
+                    blob.size() as u64
                 )));
             }
             None
@@ -302,7 +317,11 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     .validate()
     .map_err(|e| range_error(e.to_string()))?;
 
-    let metadata: BTreeMap<String, String> = string_map(options, "metadata")?.into_iter().collect();
+    // Inserted one by one: collect() would sort, and compile a sort into the wasm.
+    let mut metadata = BTreeMap::new();
+    for (key, value) in string_map(options, "metadata")? {
+        metadata.insert(key, value);
+    }
     let headers = string_map(options, "headers")?;
     for (name, _) in &headers {
         if !is_header_name(name) {

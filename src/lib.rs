@@ -9,6 +9,7 @@
 pub mod digest;
 pub mod http;
 pub mod interop;
+pub mod json;
 pub mod resume;
 pub mod runtime;
 pub mod source;

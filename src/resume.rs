@@ -52,9 +52,11 @@ pub async fn fingerprint(blob: &Blob) -> Result<String, JsValue> {
     let head = blob.slice_with_f64_and_f64(0.0, blob.size().min(FINGERPRINT_HEAD_BYTES))?;
     let bytes = Uint8Array::new(&JsFuture::from(head.array_buffer()).await?);
     let head_sha = chunkwise_core::protocol::hex(&digest::wasm_sha256(&bytes));
+    // Whole numbers print as before (Rust's float printing would cost ~20 KB of wasm).
     Ok(format!(
-        "{name}\u{0}{}\u{0}{last_modified}\u{0}{head_sha}",
-        blob.size()
+        "{name}\u{0}{}\u{0}{}\u{0}{head_sha}",
+        blob.size() as u64,
+        last_modified as u64
     ))
 }
 

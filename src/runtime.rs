@@ -13,7 +13,7 @@ impl Runtime for BrowserRuntime {
 
     async fn sleep(&self, ms: f64) {
         // setTimeout takes a 32-bit delay; the engine never asks for more than minutes.
-        gloo_timers::future::TimeoutFuture::new(ms.clamp(0.0, f64::from(i32::MAX)) as u32).await;
+        gloo_timers::future::TimeoutFuture::new(ms.max(0.0).min(f64::from(i32::MAX)) as u32).await;
     }
 
     fn random(&self) -> f64 {

@@ -76,12 +76,14 @@ impl RetryPolicy {
         }
         let exponent = failures.saturating_sub(1).min(30);
         let ceiling = (self.base_delay_ms * f64::from(1u32 << exponent)).min(self.max_delay_ms);
-        let jittered = ceiling * random.clamp(0.0, 1.0);
+        // max/min, not clamp: f64::clamp can panic, and its message would compile Rust's
+        // float printer (~20 KB) into the wasm.
+        let jittered = ceiling * random.max(0.0).min(1.0);
         let floor = match failure {
             Failure::Status {
                 retry_after_ms: Some(ms),
                 ..
-            } => ms.clamp(0.0, 10.0 * self.max_delay_ms),
+            } => ms.max(0.0).min(10.0 * self.max_delay_ms),
             _ => 0.0,
         };
         Decision::RetryAfterMs(jittered.max(floor))

@@ -68,14 +68,15 @@ impl StallWatch {
         until - now_ms
     }
 
-    /// Why the request counts as stalled, for the error message.
+    /// Why the request counts as stalled, for the error message. (Whole milliseconds:
+    /// formatting an f64 would compile Rust's float printer into the wasm.)
     pub fn describe(&self) -> String {
         match (self.limit, self.last_progress_ms) {
-            (Limit::Deadline(ms), _) => format!("no answer within {} ms", ms.round()),
-            (Limit::Idle(ms), Some(_)) => format!("no byte moved for {} ms", ms.round()),
+            (Limit::Deadline(ms), _) => format!("no answer within {} ms", ms.round() as u64),
+            (Limit::Idle(ms), Some(_)) => format!("no byte moved for {} ms", ms.round() as u64),
             (Limit::Idle(ms), None) => format!(
                 "the request sent nothing within {} ms",
-                (ms * FIRST_BYTE_FACTOR).round()
+                (ms * FIRST_BYTE_FACTOR).round() as u64
             ),
         }
     }

@@ -1,0 +1,197 @@
+//! The protocol's JSON bodies, through the browser's own `JSON` and plain objects.
+//!
+//! serde_json would compile a parser, a float printer and serde's visitors into the wasm
+//! (about a fifth of it, measured with twiggy); the browser already has a JSON parser.
+//! The shapes are the core's [`chunkwise_core::protocol`] types, read field by field with
+//! the same rules: numbers must be non-negative safe integers.
+
+use std::collections::BTreeMap;
+
+use chunkwise_core::protocol::{
+    Complete, Completed, CreateUpload, Created, ErrorBody, ErrorDetail, Status,
+};
+use js_sys::{Array, Object, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+
+/// A protocol body read from a parsed JSON value; the error names the field.
+pub trait FromJson: Sized {
+    /// Reads `value` (what `JSON.parse` returned).
+    fn from_json(value: &JsValue) -> Result<Self, String>;
+}
+
+/// Parses `text` as JSON into `T`.
+pub fn parse<T: FromJson>(text: &str) -> Result<T, String> {
+    let value = js_sys::JSON::parse(text).map_err(|_| "it is not JSON".to_string())?;
+    T::from_json(&value)
+}
+
+/// `JSON.stringify` of a value built by [`create_body`] or [`complete_body`].
+pub fn stringify(value: &JsValue) -> JsValue {
+    js_sys::JSON::stringify(value).map_or(JsValue::NULL, JsValue::from)
+}
+
+fn field(value: &JsValue, name: &str) -> JsValue {
+    if !value.is_object() {
+        return JsValue::UNDEFINED;
+    }
+    Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn string(value: &JsValue, name: &str) -> Result<String, String> {
+    field(value, name)
+        .as_string()
+        .ok_or_else(|| format!("{name} is not a string"))
+}
+
+fn optional_string(value: &JsValue, name: &str) -> Result<Option<String>, String> {
+    let v = field(value, name);
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    v.as_string()
+        .map(Some)
+        .ok_or_else(|| format!("{name} is not a string"))
+}
+
+fn integer(v: &JsValue, name: &str) -> Result<u64, String> {
+    match v.as_f64() {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
+        _ => Err(format!("{name} is not a non-negative integer")),
+    }
+}
+
+fn uint(value: &JsValue, name: &str) -> Result<u64, String> {
+    integer(&field(value, name), name)
+}
+
+fn optional_uint(value: &JsValue, name: &str) -> Result<Option<u64>, String> {
+    let v = field(value, name);
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    integer(&v, name).map(Some)
+}
+
+fn protocol(value: &JsValue) -> Result<u32, String> {
+    Ok(optional_uint(value, "protocol")?.map_or(1, |v| v.min(u32::MAX as u64) as u32))
+}
+
+fn string_map(value: &JsValue, name: &str) -> Result<BTreeMap<String, String>, String> {
+    let v = field(value, name);
+    let mut map = BTreeMap::new();
+    if v.is_undefined() || v.is_null() {
+        return Ok(map);
+    }
+    let object = v
+        .dyn_ref::<Object>()
+        .ok_or_else(|| format!("{name} is not an object"))?;
+    for entry in Object::entries(object).iter() {
+        let pair: Array = entry.unchecked_into();
+        let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
+            return Err(format!("{name} holds a value that is not a string"));
+        };
+        map.insert(key, text);
+    }
+    Ok(map)
+}
+
+impl FromJson for Created {
+    fn from_json(value: &JsValue) -> Result<Self, String> {
+        Ok(Created {
+            id: string(value, "id")?,
+            chunk_size: uint(value, "chunkSize")?,
+            size: optional_uint(value, "size")?,
+            protocol: protocol(value)?,
+        })
+    }
+}
+
+impl FromJson for Status {
+    fn from_json(value: &JsValue) -> Result<Self, String> {
+        let received = field(value, "received");
+        let ranges = received
+            .dyn_ref::<Array>()
+            .ok_or("received is not an array")?;
+        let mut pairs = Vec::with_capacity(ranges.length() as usize);
+        for range in ranges.iter() {
+            let start = integer(&Reflect::get_u32(&range, 0).unwrap_or_default(), "received")?;
+            let end = integer(&Reflect::get_u32(&range, 1).unwrap_or_default(), "received")?;
+            pairs.push([start, end]);
+        }
+        Ok(Status {
+            id: string(value, "id")?,
+            chunk_size: uint(value, "chunkSize")?,
+            size: optional_uint(value, "size")?,
+            received: pairs,
+            bytes_received: uint(value, "bytesReceived")?,
+            complete: field(value, "complete")
+                .as_bool()
+                .ok_or("complete is not a boolean")?,
+            protocol: protocol(value)?,
+            metadata: string_map(value, "metadata")?,
+        })
+    }
+}
+
+impl FromJson for Completed {
+    fn from_json(value: &JsValue) -> Result<Self, String> {
+        Ok(Completed {
+            id: string(value, "id")?,
+            size: uint(value, "size")?,
+            sha256: string(value, "sha256")?,
+            slices_sha256: optional_string(value, "slicesSha256")?,
+        })
+    }
+}
+
+impl FromJson for ErrorBody {
+    fn from_json(value: &JsValue) -> Result<Self, String> {
+        let error = field(value, "error");
+        Ok(ErrorBody {
+            error: ErrorDetail {
+                code: string(&error, "code")?,
+                message: string(&error, "message")?,
+            },
+        })
+    }
+}
+
+fn set(object: &Object, name: &str, value: JsValue) {
+    let _ = Reflect::set(object, &JsValue::from_str(name), &value);
+}
+
+/// The `POST /uploads` body.
+pub fn create_body(request: &CreateUpload) -> JsValue {
+    let body = Object::new();
+    set(
+        &body,
+        "chunkSize",
+        JsValue::from_f64(request.chunk_size as f64),
+    );
+    if let Some(size) = request.size {
+        set(&body, "size", JsValue::from_f64(size as f64));
+    }
+    if let Some(metadata) = &request.metadata {
+        let map = Object::new();
+        for (key, value) in metadata {
+            set(&map, key, JsValue::from_str(value));
+        }
+        set(&body, "metadata", map.into());
+    }
+    body.into()
+}
+
+/// The `complete` body.
+pub fn complete_body(request: &Complete) -> JsValue {
+    let body = Object::new();
+    if let Some(size) = request.size {
+        set(&body, "size", JsValue::from_f64(size as f64));
+    }
+    if let Some(sha256) = &request.sha256 {
+        set(&body, "sha256", JsValue::from_str(sha256));
+    }
+    if let Some(slices) = &request.slices_sha256 {
+        set(&body, "slicesSha256", JsValue::from_str(slices));
+    }
+    body.into()
+}
