@@ -78,6 +78,7 @@ impl RetryPolicy {
         let ceiling = (self.base_delay_ms * f64::from(1u32 << exponent)).min(self.max_delay_ms);
         // max/min, not clamp: f64::clamp can panic, and its message would compile Rust's
         // float printer (~20 KB) into the wasm.
+        #[allow(clippy::manual_clamp)]
         let jittered = ceiling * random.max(0.0).min(1.0);
         let floor = match failure {
             Failure::Status {
