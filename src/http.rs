@@ -34,7 +34,7 @@ extern "C" {
     fn global_fetch(input: &str, init: &RequestInit) -> Promise;
 }
 
-#[wasm_bindgen(module = "/src/js/xhr.js")]
+#[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
     #[wasm_bindgen(js_name = hasXhr)]
     fn has_xhr() -> bool;

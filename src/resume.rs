@@ -14,7 +14,7 @@ use crate::digest;
 /// Bytes at the start of the file that go into its fingerprint.
 const FINGERPRINT_HEAD_BYTES: f64 = 1024.0 * 1024.0;
 
-#[wasm_bindgen(module = "/src/js/resume.js")]
+#[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
     #[wasm_bindgen(js_name = resumeGet)]
     fn resume_get(key: &str) -> Promise;

@@ -84,7 +84,7 @@ impl Drop for StreamReader {
     }
 }
 
-#[wasm_bindgen(module = "/src/js/read.js")]
+#[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
     /// Reads a Blob slice into a reused buffer, resolving with `{buffer, length, digest}`.
     #[wasm_bindgen(js_name = readSlice)]

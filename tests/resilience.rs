@@ -51,7 +51,7 @@ extern "C" {
     fn stall_digests(stalls: u32) -> JsValue;
 }
 
-#[wasm_bindgen(module = "/src/js/read.js")]
+#[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
     /// The library's slice reader, with a short stall limit.
     #[wasm_bindgen(js_name = readSlice)]
