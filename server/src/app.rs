@@ -62,6 +62,7 @@ pub struct Site {
 
 /// Builds the router: the API under `/uploads`, `/healthz`, and the static files.
 pub fn app(state: AppState, site: &Site) -> Router {
+    let token = state.token.clone();
     let api = Router::new()
         .route("/uploads", post(create_upload))
         .route(
@@ -73,9 +74,17 @@ pub fn app(state: AppState, site: &Site) -> Router {
         )
         .route("/uploads/{id}/slices/{index}", put(put_slice_v1))
         .route("/uploads/{id}/complete", post(complete_upload))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
+    serve(api, token, site)
+}
+
+/// Wraps an API router (the disk's, or direct mode's) in what every mode shares: the
+/// bearer token, fault injection for tests, `/healthz`, the static files, request
+/// tracing and CORS.
+pub fn serve(api: Router, token: Option<Arc<str>>, site: &Site) -> Router {
+    let api = api
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .method_not_allowed_fallback(method_not_allowed);
     let api = match &site.faults {
         Some(faults) => api
             .layer(middleware::from_fn_with_state(
@@ -141,8 +150,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
+async fn require_token(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -161,7 +174,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -184,7 +197,10 @@ fn path_error(rejection: PathRejection) -> ApiError {
     )
 }
 
-async fn read_json<T: DeserializeOwned>(body: Body, allow_empty: bool) -> Result<T, ApiError> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    allow_empty: bool,
+) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_JSON_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -215,7 +231,7 @@ fn check_metadata_fits_events(metadata: &BTreeMap<String, String>) -> Result<(),
     Ok(())
 }
 
-fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if metadata.len() > MAX_METADATA_ENTRIES {
         return Err(ApiError::bad_request(
             "invalid_metadata",

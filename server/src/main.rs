@@ -60,6 +60,23 @@ struct Cli {
         value_delimiter = ','
     )]
     hook_forward_headers: Vec<axum::http::HeaderName>,
+    /// Direct mode: browsers send slices straight to this S3-compatible store's bucket,
+    /// and this server only signs (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). Needs --s3-bucket.
+    #[arg(long, env = "CHUNKWISE_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// The bucket (direct mode).
+    #[arg(long, env = "CHUNKWISE_S3_BUCKET", requires = "s3_endpoint")]
+    s3_bucket: Option<String>,
+    /// The store's region, as its signatures expect it.
+    #[arg(long, env = "CHUNKWISE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Prepended to every object key (e.g. `uploads/`).
+    #[arg(long, env = "CHUNKWISE_S3_PREFIX", default_value = "")]
+    s3_prefix: String,
+    /// The smallest part the store accepts, but the last (S3: 5 MiB).
+    #[arg(long, env = "CHUNKWISE_S3_MIN_PART_SIZE", default_value_t = 5 << 20)]
+    s3_min_part_size: u64,
     /// Test only: honour fault-injection rules (`/_test/faults/{key}`). Never in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -87,6 +104,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if cli.max_chunk_size == 0 || cli.max_upload_size == 0 {
         return Err("--max-chunk-size and --max-upload-size must be at least 1".into());
+    }
+    if let (Some(endpoint), Some(bucket)) = (cli.s3_endpoint.clone(), cli.s3_bucket.clone()) {
+        return run_direct(cli, endpoint, bucket).await;
     }
     let limits = Limits {
         max_upload_size_bytes: cli.max_upload_size,
@@ -168,6 +188,69 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         println!("demo page: http://{addr}/");
     }
     tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
+    Ok(())
+}
+
+/// Direct mode: a signer in front of a bucket (see `chunkwise_server::direct`).
+async fn run_direct(
+    cli: Cli,
+    endpoint: String,
+    bucket: String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use chunkwise_server::direct::{self, DirectState};
+    use chunkwise_server::objects::{S3Config, S3};
+    if cli.hook_url.is_some() {
+        return Err("--hook-url is not supported with --s3-bucket yet".into());
+    }
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("--s3-bucket needs the store's credentials in {name}"))
+    };
+    let config = S3Config {
+        endpoint: endpoint.clone(),
+        bucket: bucket.clone(),
+        region: cli.s3_region.clone(),
+        prefix: cli.s3_prefix.clone(),
+        access_key_id: var("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
+    };
+    let store = S3::new(&config);
+    store
+        .check()
+        .await
+        .map_err(|e| format!("--s3-bucket {bucket} at {endpoint}: {e}"))?;
+    let state = std::sync::Arc::new(DirectState {
+        store,
+        prefix: cli.s3_prefix.clone(),
+        token_key: direct::token_key(&config.secret_access_key, &bucket, &cli.s3_prefix),
+        min_part_size: cli.s3_min_part_size,
+        max_upload_size: cli.max_upload_size,
+    });
+    let faults = cli
+        .enable_fault_injection
+        .then(chunkwise_server::faults::Faults::default);
+    let site = Site {
+        www: cli.www,
+        pkg: cli.pkg,
+        allowed_origins: cli.allowed_origins,
+        faults,
+    };
+    let token = cli.token.filter(|t| !t.is_empty()).map(Arc::from);
+    let router = chunkwise_server::serve(direct::api(state), token, &site);
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    let addr = listener.local_addr()?;
+    println!("chunkwise-server listening on http://{addr}");
+    tracing::info!(%addr, %endpoint, %bucket, "direct mode: browsers upload to the bucket");
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
