@@ -81,6 +81,9 @@ pub struct HttpTransport {
     xhr: bool,
     /// The protocol version the server announced (1 until it said otherwise).
     protocol: Cell<u32>,
+    /// The server is a signer: slices go straight to an object store, each `PUT` signed
+    /// by `POST {upload}/sign` just before it is sent.
+    direct: Cell<bool>,
 }
 
 fn network_error(message: String) -> TransportError {
@@ -110,6 +113,7 @@ impl HttpTransport {
             headers,
             xhr: has_xhr(),
             protocol: Cell::new(1),
+            direct: Cell::new(false),
         }
     }
 
@@ -143,21 +147,36 @@ impl HttpTransport {
             message: format!(
                 "{target_origin} answers, but the browser hid its answer from this page \
                  ({page_origin}): its CORS rules most likely do not allow this origin \
-                 (chunkwise-server: --allowed-origin {page_origin}; a bucket: a CORS rule for it)"
+                 ({})",
+                if self.direct.get() && !url.starts_with(&self.endpoint) {
+                    format!("the bucket needs a CORS rule allowing PUT from {page_origin} with header x-amz-checksum-sha256; see the README")
+                } else {
+                    format!("chunkwise-server: --allowed-origin {page_origin}; a bucket: a CORS rule for it")
+                }
             ),
         }
     }
 
     /// Sends a slice through XMLHttpRequest, reporting bytes as they leave.
+    /// `extra` are the protocol's headers; the `headers` option goes along only to our
+    /// own server (`with_options`), never to a store whose signature covers the headers.
     async fn put_xhr(
         &self,
         url: &str,
         body: &JsValue,
         extra: &[(&str, &str)],
+        with_options: bool,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
         let headers = Array::new();
-        for (name, value) in self.headers_with(extra) {
+        let options: &[(String, String)] = if with_options { &self.headers } else { &[] };
+        let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let all = options
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .filter(|(n, _)| !ours(n))
+            .chain(extra.iter().copied());
+        for (name, value) in all {
             headers.push(&name.into());
             headers.push(&value.into());
         }
@@ -210,14 +229,64 @@ impl HttpTransport {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        Err(status_error(
+        let text = field("text").as_string().unwrap_or_default();
+        let mut error = status_error(
             "PUT",
             url,
             status,
             &field("statusText").as_string().unwrap_or_default(),
             field("retryAfter").as_string(),
-            &field("text").as_string().unwrap_or_default(),
-        ))
+            &text,
+        );
+        if !with_options {
+            error = store_error(status, &text, error);
+        }
+        if error.code.as_deref() == Some("digest_mismatch") && status == 400 {
+            // The receiver checked the slice's SHA-256 and the bytes did not match: they
+            // were corrupted on the way. Send the slice again, read again from the source.
+            error.failure = Failure::Corrupted { status };
+        }
+        Err(error)
+    }
+
+    /// A slice straight to the object store: sign it with our server, then `PUT` it there.
+    async fn put_direct(
+        &self,
+        location: &str,
+        slice: &SliceData<Body>,
+        sent: SentBytes<'_>,
+    ) -> Result<(), TransportError> {
+        let Some(sha256) = &slice.sha256 else {
+            return Err(TransportError {
+                failure: Failure::Status {
+                    status: 400,
+                    retry_after_ms: None,
+                },
+                code: Some("digest_required".into()),
+                message: "uploads straight to an object store need each slice's SHA-256, which the store checks: use digest \"sha-256\"".into(),
+            });
+        };
+        let header = protocol::content_digest(sha256);
+        let base64 = header
+            .trim_start_matches("sha-256=:")
+            .trim_end_matches(':');
+        let url = format!("{location}/sign");
+        let response = self
+            .post_json(&url, json::sign_body(slice.index, slice.len, base64))
+            .await?;
+        let signed: json::Signed = Self::json(&response).await?;
+        let headers: Vec<(&str, &str)> = signed
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        match self
+            .put_xhr(&signed.url, &slice.body.value, &headers, false, sent)
+            .await
+        {
+            Err(error) => Err(self.diagnose(&signed.url, error).await),
+            ok => ok,
+        }
     }
 
     /// Every request header: the `headers` option, then the protocol's own `extra` ones,
@@ -316,6 +385,23 @@ impl HttpTransport {
     }
 
     async fn json<T: FromJson>(response: &Response) -> Result<T, TransportError> {
+        let value = Self::json_value(response).await?;
+        T::from_json(&value).map_err(|e| {
+            protocol_error(
+                response.status(),
+                format!("the server's answer is not chunkwise's protocol: {e}"),
+            )
+        })
+    }
+
+    fn not_protocol(&self, response: &Response, e: String) -> TransportError {
+        protocol_error(
+            response.status(),
+            format!("the server's answer is not chunkwise's protocol: {e}"),
+        )
+    }
+
+    async fn json_value(response: &Response) -> Result<JsValue, TransportError> {
         let status = response.status();
         let promise = response
             .text()
@@ -330,7 +416,7 @@ impl HttpTransport {
             })?
             .as_string()
             .unwrap_or_default();
-        json::parse(&text).map_err(|e| {
+        json::parse_value(&text).map_err(|e| {
             protocol_error(
                 status,
                 format!("the server's answer is not chunkwise's protocol: {e}"),
@@ -365,6 +451,33 @@ fn status_error(
     }
 }
 
+/// An object store's error answer is XML: `<Error><Code>..</Code><Message>..</Message>`.
+/// A part whose bytes do not match its checksum is `digest_mismatch`; the rest keeps the
+/// store's code and words.
+fn store_error(status: u16, text: &str, mut error: TransportError) -> TransportError {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find("</")? + start;
+        Some(text[start..end].to_string())
+    };
+    let Some(code) = tag("Code") else {
+        return error;
+    };
+    let message = tag("Message").unwrap_or_default();
+    error.message = format!("the object store answered {status} {code}: {message}");
+    error.code = Some(
+        match code.as_str() {
+            "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" | "InvalidChecksum" => {
+                "digest_mismatch"
+            }
+            _ => "store_refused",
+        }
+        .into(),
+    );
+    error
+}
+
 /// `Retry-After` as delay-seconds or an HTTP date, in milliseconds from now.
 fn parse_retry_after(value: &str) -> Option<f64> {
     let text = value.trim();
@@ -392,8 +505,10 @@ impl Transport for HttpTransport {
             Ok(response) => response,
             Err(error) => return Err(self.diagnose(&self.endpoint, error).await),
         };
-        let created: Created = Self::json(&response).await?;
+        let value = Self::json_value(&response).await?;
+        let created = Created::from_json(&value).map_err(|e| self.not_protocol(&response, e))?;
         self.protocol.set(created.protocol);
+        self.direct.set(json::is_direct(&value));
         // `Location` is relative to the endpoint; without CORS exposing it, the id is enough.
         let location = response
             .headers()
@@ -418,6 +533,9 @@ impl Transport for HttpTransport {
         slice: &SliceData<Body>,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
+        if self.direct.get() && self.xhr {
+            return self.put_direct(location, slice, sent).await;
+        }
         let url = self.upload_url(location, format_args!("slices/{}", slice.index));
         let digest = slice.sha256.as_ref().map(protocol::content_digest);
         let index = slice.index.to_string();
@@ -433,7 +551,7 @@ impl Transport for HttpTransport {
             extra.push((protocol::SLICE_INDEX, &index));
         }
         if self.xhr {
-            return self.put_xhr(&url, &slice.body.value, &extra, sent).await;
+            return self.put_xhr(&url, &slice.body.value, &extra, true, sent).await;
         }
         self.send("PUT", &url, Some(&slice.body.value), &extra)
             .await
@@ -455,8 +573,10 @@ impl Transport for HttpTransport {
             Ok(response) => response,
             Err(error) => return Err(self.diagnose(location, error).await),
         };
-        let status: Status = Self::json(&response).await?;
+        let value = Self::json_value(&response).await?;
+        let status = Status::from_json(&value).map_err(|e| self.not_protocol(&response, e))?;
         self.protocol.set(status.protocol);
+        self.direct.set(json::is_direct(&value));
         Ok(status)
     }
 

@@ -444,7 +444,11 @@ pub fn outcome_to_js(outcome: &Outcome, elapsed_ms: f64) -> JsValue {
     set(&object, "size", outcome.size_bytes as f64);
     set(&object, "slices", outcome.slices as f64);
     set(&object, "resumedSlices", outcome.resumed_slices as f64);
-    set(&object, "sha256", outcome.sha256.as_str());
+    // Empty when the bytes went straight to an object store: no whole-file hash exists.
+    match outcome.sha256.as_str() {
+        "" => set(&object, "sha256", JsValue::NULL),
+        sha256 => set(&object, "sha256", sha256),
+    }
     set(&object, "verified", outcome.verified);
     set(&object, "elapsedMs", elapsed_ms);
     object.into()

@@ -21,8 +21,47 @@ pub trait FromJson: Sized {
 
 /// Parses `text` as JSON into `T`.
 pub fn parse<T: FromJson>(text: &str) -> Result<T, String> {
-    let value = js_sys::JSON::parse(text).map_err(|_| "it is not JSON".to_string())?;
-    T::from_json(&value)
+    T::from_json(&parse_value(text)?)
+}
+
+/// Parses `text` as JSON.
+pub fn parse_value(text: &str) -> Result<JsValue, String> {
+    js_sys::JSON::parse(text).map_err(|_| "it is not JSON".to_string())
+}
+
+/// Whether a create or status answer says the slices go straight to an object store.
+pub fn is_direct(value: &JsValue) -> bool {
+    field(value, "transfer").as_string().as_deref() == Some("direct")
+}
+
+/// A presigned request to the object store: `{method, url, headers}`.
+pub struct Signed {
+    /// The presigned URL.
+    pub url: String,
+    /// The headers the signature covers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl FromJson for Signed {
+    fn from_json(value: &JsValue) -> Result<Self, String> {
+        let mut headers = Vec::new();
+        for (name, text) in string_map(value, "headers")? {
+            headers.push((name, text));
+        }
+        Ok(Signed {
+            url: string(value, "url")?,
+            headers,
+        })
+    }
+}
+
+/// The `sign` request body of a direct upload.
+pub fn sign_body(slice: u64, size: u64, sha256_base64: &str) -> JsValue {
+    let body = Object::new();
+    set(&body, "slice", JsValue::from_f64(slice as f64));
+    set(&body, "size", JsValue::from_f64(size as f64));
+    set(&body, "sha256", JsValue::from_str(sha256_base64));
+    body.into()
 }
 
 /// `JSON.stringify` of a value built by [`create_body`] or [`complete_body`].
@@ -138,7 +177,8 @@ impl FromJson for Completed {
         Ok(Completed {
             id: string(value, "id")?,
             size: uint(value, "size")?,
-            sha256: string(value, "sha256")?,
+            // null when the bytes went straight to an object store.
+            sha256: optional_string(value, "sha256")?.unwrap_or_default(),
             slices_sha256: optional_string(value, "slicesSha256")?,
         })
     }

@@ -131,8 +131,10 @@ export interface UploadResult {
   slices: number;
   /** Slices the server already held from an earlier attempt and that were not sent again. */
   resumedSlices: number;
-  /** SHA-256 the server computed over the bytes it stored (hex). */
-  sha256: string;
+  /** SHA-256 the server computed over the bytes it stored (hex); null when the bytes went
+   * straight to an object store (direct mode), where the store checked every slice's
+   * SHA-256 instead and `verified` covers them all. */
+  sha256: string | null;
   /**
    * Whether the server confirmed that it holds exactly the bytes read here: the browser
    * hashed every slice (SHA-256), the server checked each on arrival and, at the end, the

@@ -241,6 +241,7 @@ impl UploadError {
         let (code, status) = match error.failure {
             Failure::Network | Failure::Blocked => (ErrorCode::Network, None),
             Failure::Stalled => (ErrorCode::Stalled, None),
+            Failure::Corrupted { status } => (ErrorCode::DigestMismatch, Some(status)),
             Failure::Status { status, .. } if error.code.as_deref() == Some("digest_mismatch") => {
                 (ErrorCode::DigestMismatch, Some(status))
             }

@@ -15,6 +15,13 @@ pub enum Failure {
     /// The server is up, but the browser hid its answer: its CORS rules refuse this page.
     /// Trying again cannot help.
     Blocked,
+    /// The receiver refused the slice's bytes: they do not match the SHA-256 sent with
+    /// them, so they were corrupted on the way. Sending the slice again, read again from
+    /// the source, may succeed; a source that changed fails again until the retries run out.
+    Corrupted {
+        /// The HTTP status of the refusal.
+        status: u16,
+    },
     /// The server answered with this status.
     Status {
         /// The HTTP status.
@@ -28,7 +35,7 @@ impl Failure {
     /// Whether this kind of failure may succeed when tried again.
     pub fn is_retryable(&self) -> bool {
         match *self {
-            Failure::Network | Failure::Stalled => true,
+            Failure::Network | Failure::Stalled | Failure::Corrupted { .. } => true,
             Failure::Blocked => false,
             Failure::Status { status, .. } => {
                 status == 408 || status == 429 || (500..600).contains(&status)

@@ -302,6 +302,15 @@ export function hasXhr() {
  * move. Resolves with `{ status, statusText, retryAfter, text }` for any HTTP answer;
  * rejects with a TypeError when there is none (network error, CORS). `signal` aborts it.
  */
+// A response header, if the response lets this page read it. getResponseHeader on a
+// header CORS does not expose (an object store's answer) returns null but also logs
+// "Refused to get unsafe header" to the console; the list of all headers holds only the
+// exposed ones, silently.
+function exposedHeader(xhr, name) {
+  const line = xhr.getAllResponseHeaders().split("\r\n").find((l) => l.toLowerCase().startsWith(`${name}:`));
+  return line ? line.slice(name.length + 1).trim() : null;
+}
+
 export function sendXhr(method, url, headers, body, onSent, signal) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
@@ -337,7 +346,7 @@ export function sendXhr(method, url, headers, body, onSent, signal) {
       finish(resolve, {
         status: xhr.status,
         statusText: xhr.statusText,
-        retryAfter: xhr.getResponseHeader("retry-after"),
+        retryAfter: exposedHeader(xhr, "retry-after"),
         text: xhr.responseText,
       });
     xhr.onerror = () => finish(reject, new TypeError(`${method} ${url} failed: no answer (network error or CORS)`));

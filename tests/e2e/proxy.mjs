@@ -8,7 +8,9 @@ const MIB = 1024 * 1024;
 export async function startProxy(targetPort) {
   // cutAfterBytes: once that many more bytes went towards the server, the connection
   // carrying the next byte is reset (mid-body, when a body is being sent).
-  const state = { resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0 };
+  // flipAfterBytes: once that many more bytes went towards the server, the next byte is
+  // inverted on the way (corruption in transit that TCP's checksum let through).
+  const state = { resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0 };
   const open = new Set();
   const server = net.createServer((client) => {
     if (state.down) {
@@ -34,6 +36,16 @@ export async function startProxy(targetPort) {
           state.cuts++;
           kill();
           return;
+        }
+      }
+      if (state.flipAfterBytes > 0) {
+        if (state.flipAfterBytes <= data.length) {
+          data = Buffer.from(data);
+          data[state.flipAfterBytes - 1] ^= 0xff;
+          state.flipAfterBytes = 0;
+          state.flips++;
+        } else {
+          state.flipAfterBytes -= data.length;
         }
       }
       sinceDraw += data.length;

@@ -13,11 +13,11 @@ mkdirSync(ARTIFACTS, { recursive: true });
 
 /** Starts target/release/chunkwise-server on a free loopback port (or `listen`) with a
  * fresh data dir (or `dataDir`). */
-export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")) } = {}) {
+export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {} } = {}) {
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", listen, "--data-dir", dataDir,
     "--www", join(ROOT, "www"), "--pkg", join(ROOT, "pkg"), ...extraArgs,
-  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn", ...env } });
   const lines = createInterface({ input: proc.stdout });
   const url = await new Promise((ok, fail) => {
     proc.once("exit", (code) => fail(new Error(`chunkwise-server exited with ${code}`)));

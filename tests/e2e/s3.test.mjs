@@ -1,0 +1,173 @@
+// Direct mode against a real store: chunkwise-server signs, Chromium sends every slice
+// straight to a real Garage bucket, and what the bucket holds is read back with GetObject
+// (server/examples/s3tool, aws-sdk-s3) and compared with the file by SHA-256.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { startGarage } from "./garage.mjs";
+import { startProxy } from "./proxy.mjs";
+import { launchChromium, randomFile, startServer, watchErrors } from "./support.mjs";
+
+const MIB = 1024 * 1024;
+
+/** A direct-mode chunkwise-server in front of `garage`, its presigned URLs pointing at
+ * `storeUrl` (the store itself, or a proxy in front of it). */
+function startSigner(garage, storeUrl = garage.endpoint, extra = []) {
+  return startServer(["--s3-endpoint", storeUrl, "--s3-bucket", garage.bucket, "--s3-region", "garage", ...extra], {
+    env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
+  });
+}
+
+/** Uploads the page's chosen file with the library; resolves with `{ result | error, sends }`. */
+function upload(page, options = {}) {
+  return page.evaluate(async (options) => {
+    const { default: init, Upload } = await import("/pkg/index.js");
+    await init();
+    const file = document.getElementById("file").files[0];
+    const sends = {};
+    window.__upload = new Upload(file, {
+      endpoint: "/uploads",
+      ...options,
+      onSlice: (e) => { if (e.state === "sending") sends[e.index] = (sends[e.index] ?? 0) + 1; },
+      onProgress: (p) => { window.__progress = p; },
+    });
+    try {
+      return { result: await window.__upload.start(), sends };
+    } catch (error) {
+      return { error: { name: error.name, code: error.code, status: error.status, message: error.message }, sends };
+    }
+  }, options);
+}
+
+describe("direct mode: slices straight to an S3-compatible store (Garage)", () => {
+  let garage, server, browser;
+  before(async () => {
+    garage = await startGarage();
+    server = await startSigner(garage);
+    await garage.allowOrigin(server.url);
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    await garage?.stop();
+  });
+
+  async function pageWith(file) {
+    const page = await browser.newPage();
+    const errors = watchErrors(page);
+    await page.goto(server.url);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.setInputFiles("#file", file.path);
+    return { page, errors };
+  }
+
+  test("64 MiB + 1 byte lands in the bucket byte-identical, every part checked by the store", async () => {
+    const file = randomFile(64 * MIB + 1, "direct.bin");
+    const { page, errors } = await pageWith(file);
+    const outcome = await upload(page);
+    assert.ok(outcome.result, JSON.stringify(outcome.error));
+    assert.equal(outcome.result.verified, true);
+    assert.equal(outcome.result.sha256, null, "no whole-file hash in direct mode");
+    assert.equal(outcome.result.slices, 9);
+    const key = outcome.result.id.split(".")[0];
+    assert.deepEqual(await garage.object(key), { sha256: file.sha256, size: 64 * MIB + 1 });
+    assert.equal(await garage.multipartUploads(), 0, "no multipart upload left open");
+    assert.deepEqual(errors.filter((e) => !e.includes("favicon")), []);
+    await page.close();
+  });
+
+  test("a part corrupted on the way is refused by the store and sent again from the file", async () => {
+    const proxy = await startProxy(garage.port);
+    const signer = await startSigner(garage, proxy.url);
+    try {
+      await garage.allowOrigin(`${server.url},${signer.url}`);
+      const file = randomFile(20 * MIB, "flipped.bin");
+      const page = await browser.newPage();
+      await page.goto(signer.url);
+      await page.waitForSelector("body[data-ready=true]");
+      await page.setInputFiles("#file", file.path);
+      // Somewhere inside the first part's body (past its request headers).
+      proxy.state.flipAfterBytes = 3 * MIB;
+      const outcome = await upload(page, { maxInFlight: 1 });
+      assert.ok(outcome.result, JSON.stringify(outcome.error));
+      assert.equal(proxy.state.flips, 1, "one byte was flipped");
+      assert.deepEqual(outcome.sends, { 0: 2, 1: 1, 2: 1 }, "slice 0 was sent twice, the rest once");
+      const key = outcome.result.id.split(".")[0];
+      assert.deepEqual(await garage.object(key), { sha256: file.sha256, size: 20 * MIB });
+      await page.close();
+    } finally {
+      await garage.allowOrigin(server.url);
+      await signer.stop();
+      proxy.close();
+    }
+  });
+
+  test("a reload mid-upload resumes through ListParts and sends only the missing slices", async () => {
+    const file = randomFile(48 * MIB, "reload.bin");
+    const { page } = await pageWith(file);
+    await page.evaluate(() => { window.__done = null; });
+    const first = upload(page, { maxInFlight: 2 }).catch(() => null);
+    await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
+    await page.reload();
+    await first;
+    await page.waitForSelector("body[data-ready=true]");
+    await page.setInputFiles("#file", file.path);
+    const outcome = await upload(page, { maxInFlight: 2 });
+    assert.ok(outcome.result, JSON.stringify(outcome.error));
+    assert.ok(outcome.result.resumedSlices >= 2, `resumed ${outcome.result.resumedSlices} slices`);
+    const sent = Object.keys(outcome.sends).map(Number);
+    assert.equal(sent.length, 6 - outcome.result.resumedSlices, `sent again: ${sent}`);
+    const key = outcome.result.id.split(".")[0];
+    assert.deepEqual(await garage.object(key), { sha256: file.sha256, size: 48 * MIB });
+    await page.close();
+  });
+
+  test("an abort leaves no multipart upload in the store", async () => {
+    const file = randomFile(40 * MIB, "abort.bin");
+    const { page } = await pageWith(file);
+    const outcome = page.evaluate(async () => {
+      const { default: init, Upload } = await import("/pkg/index.js");
+      await init();
+      const controller = new AbortController();
+      const upload = new Upload(document.getElementById("file").files[0], {
+        endpoint: "/uploads",
+        maxInFlight: 1,
+        signal: controller.signal,
+        onProgress: (p) => { if (p.slicesDone >= 1) controller.abort(); },
+      });
+      try { await upload.start(); return "finished"; } catch (error) { return error.code; }
+    });
+    assert.equal(await outcome, "aborted");
+    assert.equal(await garage.multipartUploads(), 0, "ListMultipartUploads is empty");
+    await page.close();
+  });
+
+  test("bad input: a chunk size the store refuses, a bucket without the CORS rule, a missing bucket", async () => {
+    const file = randomFile(6 * MIB, "bad.bin");
+    const { page } = await pageWith(file);
+    const small = await upload(page, { chunkSize: 1 * MIB });
+    assert.equal(small.error?.code, "http_status");
+    assert.equal(small.error.status, 400);
+    assert.match(small.error.message, /chunkSize 1048576 is not one the object store accepts.*5 MiB/);
+    await page.close();
+
+    // The bucket's CORS rule allows another origin only.
+    await garage.allowOrigin("http://example.invalid");
+    try {
+      const { page } = await pageWith(file);
+      const started = Date.now();
+      const refused = await upload(page);
+      assert.equal(refused.error?.code, "network");
+      assert.match(refused.error.message, /bucket needs a CORS rule allowing PUT from http:\/\/127\.0\.0\.1:\d+/);
+      assert.ok(Date.now() - started < 30_000, "it fails fast, not after offlineTimeoutMs");
+      await page.close();
+    } finally {
+      await garage.allowOrigin(server.url);
+    }
+
+    const missing = await startServer(["--s3-endpoint", garage.endpoint, "--s3-bucket", "no-such-bucket", "--s3-region", "garage"], {
+      env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
+    }).then(() => "started", (error) => error.message);
+    assert.match(missing, /exited with 1/);
+  });
+});
