@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { startGarage } from "./garage.mjs";
 import { startProxy } from "./proxy.mjs";
+import { startRoundRobin } from "./round-robin.mjs";
 import { launchChromium, randomFile, startServer, watchErrors } from "./support.mjs";
 
 const MIB = 1024 * 1024;
@@ -169,5 +170,68 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
     }).then(() => "started", (error) => error.message);
     assert.match(missing, /exited with 1/);
+  });
+});
+
+describe("direct mode scales out: stateless signers on one bucket", () => {
+  let garage, servers, balancer, browser;
+  before(async () => {
+    garage = await startGarage();
+    servers = [await startSigner(garage), await startSigner(garage)];
+    balancer = await startRoundRobin(servers.map((s) => s.port));
+    await garage.allowOrigin(balancer.url);
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    balancer?.close();
+    for (const server of servers ?? []) await server.stop();
+    await garage?.stop();
+  });
+
+  test("one of two instances is killed with kill -9 mid-upload; the other finishes it, bytes intact", async () => {
+    const file = randomFile(64 * MIB, "scale.bin");
+    const page = await browser.newPage();
+    await page.goto(balancer.url);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.setInputFiles("#file", file.path);
+    const outcome = upload(page, { maxInFlight: 2 });
+    await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
+    await servers[0].kill9();
+    const { result, error } = await outcome;
+    assert.ok(result, JSON.stringify(error));
+    assert.equal(result.verified, true);
+    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
+    assert.deepEqual(await garage.object(result.id.split(".")[0]), { sha256: file.sha256, size: 64 * MIB });
+    await page.close();
+  });
+
+  test("32 uploads at once through the surviving instance and a fresh one, all intact", async () => {
+    servers[0] = await startSigner(garage);
+    balancer.close();
+    balancer = await startRoundRobin(servers.map((s) => s.port));
+    await garage.allowOrigin(balancer.url);
+    const files = Array.from({ length: 32 }, (_, i) => randomFile(5 * MIB + 1000 * i, `load-${i}.bin`));
+    const page = await browser.newPage();
+    await page.goto(balancer.url);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.setContent(`<input id="files" type="file" multiple>`);
+    await page.setInputFiles("#files", files.map((f) => f.path));
+    const outcomes = await page.evaluate(async () => {
+      const { default: init, Upload } = await import("/pkg/index.js");
+      await init();
+      const uploads = [...document.getElementById("files").files].map((file) =>
+        new Upload(file, { endpoint: "/uploads", chunkSize: 5 * 1024 * 1024, resume: false }).start().then(
+          (result) => ({ id: result.id, verified: result.verified }),
+          (error) => ({ error: `${error.code}: ${error.message}` })));
+      return Promise.all(uploads);
+    });
+    for (const [i, outcome] of outcomes.entries()) {
+      assert.ok(outcome.id, `upload ${i}: ${outcome.error}`);
+      assert.equal(outcome.verified, true);
+      assert.deepEqual(await garage.object(outcome.id.split(".")[0]), { sha256: files[i].sha256, size: 5 * MIB + 1000 * i });
+    }
+    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
+    await page.close();
   });
 });
