@@ -5,6 +5,8 @@
 //   node bench/run.mjs --from a.json,b.json   (one table and chart from saved results files)
 //   node --experimental-websocket bench/run.mjs --link slow,wan,lan [--size 40M] [--runs 1]
 //     (over emulated links, page and endpoint on two origins; see bench/links.mjs)
+//   node --experimental-websocket bench/run.mjs --store [--size 256M] [--runs 3]
+//     (object storage: direct to Garage against fetch(File) to Garage; see bench/store.mjs)
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -20,6 +22,7 @@ const { values: args } = parseArgs({
     only: { type: "string" },
     from: { type: "string" },
     link: { type: "string" },
+    store: { type: "boolean", default: false },
     size: { type: "string" },
   },
 });
@@ -243,5 +246,6 @@ async function main() {
 }
 
 if (args.link) await (await import("./links.mjs")).main(args.link.split(","), args);
+else if (args.store) await (await import("./store.mjs")).main(args);
 else if (args.from) merge(args.from.split(","));
 else await main();

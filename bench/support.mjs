@@ -46,12 +46,12 @@ export async function startTus() {
   return { url, proc, dataDir };
 }
 
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], env = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", process.env.BENCH_PKG ?? join(ROOT, "pkg"),
     "--max-chunk-size", String(64 * 1024 * MIB), ...extraArgs,
-  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn" } });
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn", ...env } });
   const url = await new Promise((ok, fail) => {
     proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
     createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });

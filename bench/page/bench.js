@@ -44,7 +44,16 @@ async function chunkwise(options, base) {
   t0 = performance.now();
   const onProgress = (p) => logProgress(p.bytesSent);
   const result = await new Upload(f, { endpoint: `${base}/uploads`, onProgress, ...options }).start();
-  return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size, id: result.id };
+  return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size, id: result.id, verified: result.verified };
+}
+
+// One fetch(File) PUT to a presigned object-store URL: the store's ceiling.
+async function presigned({ url }) {
+  const f = file();
+  t0 = performance.now();
+  const r = await fetch(url, { method: "PUT", body: f });
+  if (!r.ok) throw new Error(`status ${r.status}: ${await r.text()}`);
+  return { ms: performance.now() - t0, bytes: f.size };
 }
 
 // tus-js-client (loaded as a classic script beside this page) against @tus/server.
@@ -75,6 +84,7 @@ window.bench = {
     if (method === "xhr") return wholeFile(true, base);
     if (method === "chunkwise") return chunkwise(options, base);
     if (method === "tus") return tusUpload(options);
+    if (method === "presigned") return presigned(options);
     throw new Error(`unknown method ${method}`);
   },
   wasmBytes: () => wasm.memory.buffer.byteLength,

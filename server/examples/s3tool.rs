@@ -8,6 +8,7 @@
 //!   s3tool sha256 BUCKET KEY       prints "<sha256 hex> <size>" of the object
 //!   s3tool uploads BUCKET          prints the number of unfinished multipart uploads
 //!   s3tool keys BUCKET             prints every object key, one per line
+//!   s3tool presign-put BUCKET KEY  prints a presigned PUT URL (one hour), for the bench
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
@@ -68,7 +69,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{}", object.key().unwrap_or_default());
             }
         }
-        _ => return Err("usage: s3tool cors|sha256|uploads|keys ...".into()),
+        ["presign-put", bucket, key] => {
+            let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(3600))?;
+            let request = s3.put_object().bucket(*bucket).key(*key).presigned(config).await?;
+            println!("{}", request.uri());
+        }
+        _ => return Err("usage: s3tool cors|sha256|uploads|keys|presign-put ...".into()),
     }
     Ok(())
 }

@@ -64,7 +64,9 @@ export async function startGarage(bucket = "uploads") {
   const env = { ...process.env, AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey, S3_ENDPOINT: endpoint, S3_REGION: REGION };
   const tool = (...args) => run(join(ROOT, "target/release/examples/s3tool"), args, { env }).then((r) => r.stdout.trim());
   return {
-    endpoint, port: s3, bucket, accessKeyId, secretAccessKey, env, garage,
+    endpoint, port: s3, bucket, accessKeyId, secretAccessKey, env, garage, pid: proc.pid,
+    /** A presigned PutObject URL for `key`. */
+    presignPut: (key) => tool("presign-put", bucket, key),
     /** The bucket's CORS rule for `origin`, through the S3 API. */
     allowOrigin: (origin) => tool("cors", bucket, origin),
     /** `{ sha256, size }` of an object, read back with GetObject. */

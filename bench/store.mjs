@@ -1,0 +1,106 @@
+// The benchmark against object storage: the same file uploaded by one fetch(File) PUT to a
+// presigned Garage URL (the store's ceiling), by chunkwise in direct mode (slices straight
+// to Garage, chunkwise-server only signing), and by chunkwise to chunkwise-server on disk.
+//
+//   node --experimental-websocket bench/run.mjs --store [--size 256M] [--runs 3]
+//
+// Every upload is read back (GetObject through s3tool, or the server's own SHA-256) and
+// compared by SHA-256. CPU seconds per GiB are Chromium's, the signer's or disk server's,
+// and Garage's; server RSS is the peak of the chunkwise-server involved.
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Chromium } from "./cdp.mjs";
+import { MIB, OUT, median, runMethod, sourceFile, startServer } from "./support.mjs";
+import { startGarage } from "../tests/e2e/garage.mjs";
+
+const cpu = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+};
+const peakRss = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmHWM:\s+(\d+)/)[1]) * 1024;
+const resetPeak = (pid) => { try { writeFileSync(`/proc/${pid}/clear_refs`, "5"); } catch { /* not allowed */ } };
+
+export async function main(args) {
+  const size = args.size ? Number.parseFloat(args.size) * { K: 1024, M: MIB, G: 1024 * MIB }[args.size.at(-1).toUpperCase()] : 256 * MIB;
+  const runs = args.quick ? 1 : Number(args.runs ?? 3);
+  const garage = await startGarage("bench");
+  const signer = await startServer(["--s3-endpoint", garage.endpoint, "--s3-bucket", garage.bucket, "--s3-region", "garage"],
+    { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey });
+  const disk = await startServer(["--allowed-origin", signer.url]);
+  await garage.allowOrigin(signer.url);
+  const browser = await Chromium.launch();
+  const rows = [];
+  try {
+    const page = await browser.open(`${signer.url}/`);
+    const source = await sourceFile(size);
+    await page.setFile("#file", source.path);
+    const methods = [
+      { name: "fetch(File) PUT to Garage (presigned)", server: null, run: async (run) => {
+        const key = `ceiling-${run}`;
+        const { result, error } = await runMethod(page, "presigned", { url: await garage.presignPut(key) });
+        return { result, error, sha256: result && (await garage.object(key)).sha256 };
+      } },
+      { name: "chunkwise direct to Garage", server: signer, run: async () => {
+        const { result, error } = await runMethod(page, "chunkwise", {});
+        return { result, error, sha256: result && (await garage.object(result.id.split(".")[0])).sha256 };
+      } },
+      { name: "chunkwise to chunkwise-server on disk", server: disk, run: async () => {
+        const { result, error } = await runMethod(page, "chunkwise", {}, disk.url);
+        return { result, error, sha256: result?.sha256 };
+      } },
+    ];
+    // One unmeasured upload each: compiling the wasm, starting WebCrypto's thread.
+    for (const m of methods) await m.run("warm");
+    for (let run = 0; run < runs; run++) {
+      for (const m of methods) {
+        const pids = { server: m.server?.proc.pid, garage: garage.pid };
+        if (pids.server) resetPeak(pids.server);
+        const before = { chromium: (await browser.cpuSeconds()).all, server: pids.server ? cpu(pids.server) : 0, garage: cpu(pids.garage) };
+        const { result, error, sha256 } = await m.run(run);
+        const perGiB = (s) => s / (size / (1024 * MIB));
+        const ok = !error && sha256 === source.sha256;
+        rows.push({
+          method: m.name, size, ok, error: error ?? (ok ? undefined : `SHA-256 ${sha256} != ${source.sha256}`),
+          mibPerSecond: ok ? size / MIB / (result.ms / 1000) : null,
+          cpu: {
+            chromium: perGiB((await browser.cpuSeconds()).all - before.chromium),
+            server: pids.server ? perGiB(cpu(pids.server) - before.server) : null,
+            garage: perGiB(cpu(pids.garage) - before.garage),
+          },
+          serverPeakRss: pids.server ? peakRss(pids.server) : null,
+        });
+        const last = rows.at(-1);
+        console.log(`${m.name}: ${last.ok ? `${last.mibPerSecond.toFixed(0)} MiB/s` : `FAILED ${last.error}`}`);
+      }
+    }
+  } finally {
+    await browser.close();
+    for (const s of [signer, disk]) s.proc.kill();
+    await garage.stop();
+  }
+  const ceiling = median(rows.filter((r) => r.method.startsWith("fetch") && r.ok).map((r) => r.mibPerSecond));
+  const lines = [
+    `${(size / MIB).toFixed(0)} MiB, median of ${runs} interleaved run(s) (min–max), ${new Date().toISOString().slice(0, 10)}:`,
+    "",
+    "| method | MiB/s | × fetch(File) PUT to Garage | CPU s/GiB: Chromium / chunkwise-server / Garage | chunkwise-server peak RSS |",
+    "|---|--:|--:|--:|--:|",
+  ];
+  for (const name of [...new Set(rows.map((r) => r.method))]) {
+    const rs = rows.filter((r) => r.method === name && r.ok);
+    if (rs.length === 0) { lines.push(`| ${name} | failed | | | |`); continue; }
+    const speeds = rs.map((r) => r.mibPerSecond);
+    const m = (f) => median(rs.map(f));
+    const server = rs[0].cpu.server == null ? "–" : m((r) => r.cpu.server).toFixed(1);
+    const rss = rs[0].serverPeakRss == null ? "–" : `${(Math.max(...rs.map((r) => r.serverPeakRss)) / MIB).toFixed(1)} MiB`;
+    lines.push(`| ${name} | ${median(speeds).toFixed(0)} (${Math.min(...speeds).toFixed(0)}–${Math.max(...speeds).toFixed(0)}) | ` +
+      `${(median(speeds) / ceiling).toFixed(2)} | ${m((r) => r.cpu.chromium).toFixed(1)} / ${server} / ${m((r) => r.cpu.garage).toFixed(1)} | ${rss} |`);
+  }
+  const text = lines.join("\n");
+  writeFileSync(join(OUT, "store.md"), text + "\n");
+  writeFileSync(join(OUT, "store.json"), JSON.stringify(rows, null, 2));
+  console.log("\n" + text + `\n\nresults in ${OUT}/store.{md,json}`);
+  const failed = rows.filter((r) => !r.ok).length;
+  console.log(`# pass ${rows.length - failed}`);
+  console.log(`# fail ${failed}`);
+  process.exitCode = failed ? 1 : 0;
+}
