@@ -267,9 +267,7 @@ impl HttpTransport {
             });
         };
         let header = protocol::content_digest(sha256);
-        let base64 = header
-            .trim_start_matches("sha-256=:")
-            .trim_end_matches(':');
+        let base64 = header.trim_start_matches("sha-256=:").trim_end_matches(':');
         let url = format!("{location}/sign");
         let response = self
             .post_json(&url, json::sign_body(slice.index, slice.len, base64))
@@ -551,7 +549,9 @@ impl Transport for HttpTransport {
             extra.push((protocol::SLICE_INDEX, &index));
         }
         if self.xhr {
-            return self.put_xhr(&url, &slice.body.value, &extra, true, sent).await;
+            return self
+                .put_xhr(&url, &slice.body.value, &extra, true, sent)
+                .await;
         }
         self.send("PUT", &url, Some(&slice.body.value), &extra)
             .await

@@ -32,11 +32,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     let s3 = aws_sdk_s3::Client::from_conf(config);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["cors", bucket, origin] => {
             let rule = origin
                 .split(',')
-                .fold(CorsRule::builder(), |rule, origin| rule.allowed_origins(origin))
+                .fold(CorsRule::builder(), |rule, origin| {
+                    rule.allowed_origins(origin)
+                })
                 .allowed_methods("PUT")
                 .allowed_headers("x-amz-checksum-sha256")
                 .allowed_headers("content-type")
@@ -70,8 +77,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         ["presign-put", bucket, key] => {
-            let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(3600))?;
-            let request = s3.put_object().bucket(*bucket).key(*key).presigned(config).await?;
+            let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(
+                std::time::Duration::from_secs(3600),
+            )?;
+            let request = s3
+                .put_object()
+                .bucket(*bucket)
+                .key(*key)
+                .presigned(config)
+                .await?;
             println!("{}", request.uri());
         }
         _ => return Err("usage: s3tool cors|sha256|uploads|keys|presign-put ...".into()),

@@ -1,5 +1,9 @@
-//! Direct mode: the browser sends slices straight to an object store; this server only
-//! signs.
+//! Uploads kept in an object store, in one of two modes.
+//!
+//! **Direct** (`--s3-bucket`): the browser sends slices straight to the store; this server
+//! only signs. **Through** (`--store s3://bucket/prefix`): slices stream through this
+//! server, which passes each to the store as a part with the client's `Content-Digest` as
+//! its SHA-256 checksum, so the store checks it; everything else is the same.
 //!
 //! `POST /uploads` starts a multipart upload whose parts carry SHA-256 checksums. For each
 //! slice the browser asks `POST /uploads/{id}/sign` with the slice's SHA-256 and gets a
@@ -52,6 +56,9 @@ pub struct DirectState<M> {
     pub min_part_size: u64,
     /// Largest upload, in bytes.
     pub max_upload_size: u64,
+    /// Slices pass through this server (scale-out mode) instead of going straight to the
+    /// store.
+    pub through: bool,
 }
 
 /// An upload as its token names it.
@@ -119,6 +126,15 @@ impl<M> DirectState<M> {
         })
     }
 
+    /// What create and status say about where slices go.
+    fn transfer(&self) -> &'static str {
+        if self.through {
+            "server"
+        } else {
+            "direct"
+        }
+    }
+
     fn key(&self, token: &Token) -> String {
         format!("{}{}", self.prefix, token.id)
     }
@@ -130,7 +146,10 @@ pub fn api<M: Multipart>(state: Arc<DirectState<M>>) -> Router {
         .route("/uploads", post(create::<M>))
         .route(
             "/uploads/{id}",
-            get(status::<M>).post(complete::<M>).delete(abort::<M>),
+            get(status::<M>)
+                .post(complete::<M>)
+                .delete(abort::<M>)
+                .put(put_slice::<M>),
         )
         .route("/uploads/{id}/sign", post(sign::<M>))
         .with_state(state)
@@ -203,10 +222,102 @@ async fn create<M: Multipart>(
             "chunkSize": chunk,
             "size": request.size,
             "protocol": VERSION,
-            "transfer": "direct",
+            "transfer": state.transfer(),
         })),
     )
         .into_response())
+}
+
+/// `PUT /uploads/{id}` with `Chunkwise-Slice` and `Content-Digest` (through mode): the
+/// body streams into the store as a part, checked there against its digest.
+async fn put_slice<M: Multipart>(
+    State(state): State<Arc<DirectState<M>>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if !state.through {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "slices go straight to the object store: ask POST /uploads/{id}/sign for each",
+        ));
+    }
+    let token = state.open(&id)?;
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let index: u64 = text(chunkwise_core::protocol::SLICE_INDEX)
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_slice_index",
+                "Chunkwise-Slice must be the slice's index",
+            )
+        })?;
+    let digest = text(chunkwise_core::protocol::CONTENT_DIGEST)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "digest_required",
+                "uploads kept in an object store need each slice's Content-Digest (sha-256), which the store checks: use digest \"sha-256\"",
+            )
+        })
+        .and_then(|v| {
+            chunkwise_core::protocol::parse_content_digest(v)
+                .map_err(|e| ApiError::bad_request("invalid_digest", e.to_string()))
+        })?;
+    let len: u64 = text("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "a slice needs Content-Length",
+            )
+        })?;
+    check_slice(&token, index, len)?;
+    let key = state.key(&token);
+    let body = crate::objects::stream_body(request.into_body());
+    state
+        .store
+        .put_part(
+            &key,
+            &token.upload_id,
+            (index + 1) as u32,
+            &digest,
+            len,
+            body,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Refuses a slice past the store's part limit, past the end, or of the wrong length.
+fn check_slice(token: &Token, index: u64, len: u64) -> Result<(), ApiError> {
+    if index >= MAX_PARTS {
+        return Err(ApiError::bad_request(
+            "too_many_slices",
+            format!("a store upload has at most {MAX_PARTS} parts; use a larger chunkSize"),
+        ));
+    }
+    let expected = match token.size {
+        Some(_) => slice_len(token, index).ok_or_else(|| {
+            ApiError::bad_request(
+                "slice_out_of_range",
+                format!("slice {index} is past the end of the upload"),
+            )
+        })?,
+        None => token.chunk_size,
+    };
+    let wrong = match token.size {
+        Some(_) => len != expected,
+        None => len > expected || len == 0,
+    };
+    if wrong {
+        return Err(ApiError::bad_request(
+            "wrong_slice_size",
+            format!("slice {index} must be {expected} bytes, not {len}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Metadata as the store keeps it: one `chunkwise` entry of JSON, base64 (S3 metadata is
@@ -258,34 +369,14 @@ async fn sign<M: Multipart>(
         .ok_or_else(|| {
             ApiError::bad_request("invalid_digest", "sha256 must be 32 bytes in base64")
         })?;
-    if request.slice >= MAX_PARTS {
-        return Err(ApiError::bad_request(
-            "too_many_slices",
-            format!("a store upload has at most {MAX_PARTS} parts; use a larger chunkSize"),
+    if state.through {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            "slices go through this server: PUT /uploads/{id} with Chunkwise-Slice",
         ));
     }
-    let expected = match token.size {
-        Some(_) => slice_len(&token, request.slice).ok_or_else(|| {
-            ApiError::bad_request(
-                "slice_out_of_range",
-                format!("slice {} is past the end of the upload", request.slice),
-            )
-        })?,
-        None => token.chunk_size,
-    };
-    let wrong = match token.size {
-        Some(_) => request.size != expected,
-        None => request.size > expected || request.size == 0,
-    };
-    if wrong {
-        return Err(ApiError::bad_request(
-            "wrong_slice_size",
-            format!(
-                "slice {} must be {expected} bytes, not {}",
-                request.slice, request.size
-            ),
-        ));
-    }
+    check_slice(&token, request.slice, request.size)?;
     let signed = state
         .store
         .sign_part(
@@ -309,7 +400,15 @@ async fn status<M: Multipart>(
     let Some(parts) = state.store.parts(&key, &token.upload_id).await? else {
         // Completed, or aborted.
         return match state.store.object_size(&key).await? {
-            Some(size) => Ok(status_json(&id, &token, Some(size), &[], size, true)),
+            Some(size) => Ok(status_json(
+                state.through,
+                &id,
+                &token,
+                Some(size),
+                &[],
+                size,
+                true,
+            )),
             None => Err(ApiError::upload_not_found(&token.id)),
         };
     };
@@ -327,11 +426,18 @@ async fn status<M: Multipart>(
         }
     }
     Ok(status_json(
-        &id, &token, token.size, &received, bytes, false,
+        state.through,
+        &id,
+        &token,
+        token.size,
+        &received,
+        bytes,
+        false,
     ))
 }
 
 fn status_json(
+    through: bool,
     id: &str,
     token: &Token,
     size: Option<u64>,
@@ -347,7 +453,7 @@ fn status_json(
         "bytesReceived": bytes,
         "complete": complete,
         "protocol": VERSION,
-        "transfer": "direct",
+        "transfer": if through { "server" } else { "direct" },
     }))
     .into_response()
 }
@@ -450,7 +556,6 @@ fn completed_json(id: &str, size: u64, slices_sha256: Option<&str>) -> Response 
         // digest of all of them matched the client's. There is no whole-file hash.
         "sha256": null,
         "slicesSha256": slices_sha256,
-        "transfer": "direct",
     }))
     .into_response()
 }
@@ -490,6 +595,7 @@ mod tests {
             token_key: token_key("secret", "b", "p/"),
             min_part_size: 5 << 20,
             max_upload_size: 1 << 40,
+            through: false,
         }
     }
 

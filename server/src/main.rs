@@ -60,14 +60,25 @@ struct Cli {
         value_delimiter = ','
     )]
     hook_forward_headers: Vec<axum::http::HeaderName>,
-    /// Direct mode: browsers send slices straight to this S3-compatible store's bucket,
-    /// and this server only signs (credentials from AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY). Needs --s3-bucket.
-    #[arg(long, env = "CHUNKWISE_S3_ENDPOINT", requires = "s3_bucket")]
+    /// The S3-compatible store, for direct mode (--s3-bucket: browsers send slices straight
+    /// to the bucket and this server only signs) or scale-out mode (--store). Credentials
+    /// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "CHUNKWISE_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
     /// The bucket (direct mode).
-    #[arg(long, env = "CHUNKWISE_S3_BUCKET", requires = "s3_endpoint")]
+    #[arg(
+        long,
+        env = "CHUNKWISE_S3_BUCKET",
+        requires = "s3_endpoint",
+        conflicts_with = "store"
+    )]
     s3_bucket: Option<String>,
+    /// Scale-out mode: keep every byte and all upload state in this bucket
+    /// (`s3://bucket/prefix`), slices streaming through this server into the store's
+    /// multipart parts, so that any number of instances serve one upload. Needs
+    /// --s3-endpoint; local disk stays the default.
+    #[arg(long, env = "CHUNKWISE_STORE", requires = "s3_endpoint")]
+    store: Option<String>,
     /// The store's region, as its signatures expect it.
     #[arg(long, env = "CHUNKWISE_S3_REGION", default_value = "us-east-1")]
     s3_region: String,
@@ -106,7 +117,29 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--max-chunk-size and --max-upload-size must be at least 1".into());
     }
     if let (Some(endpoint), Some(bucket)) = (cli.s3_endpoint.clone(), cli.s3_bucket.clone()) {
-        return run_direct(cli, endpoint, bucket).await;
+        let prefix = cli.s3_prefix.clone();
+        return run_direct(cli, endpoint, bucket, prefix, false).await;
+    }
+    if let (Some(endpoint), Some(store)) = (cli.s3_endpoint.clone(), cli.store.clone()) {
+        let Some((bucket, prefix)) = store
+            .strip_prefix("s3://")
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            .filter(|(bucket, _)| !bucket.is_empty())
+        else {
+            return Err(format!(
+                "--store must be s3://bucket or s3://bucket/prefix; got {store:?}"
+            )
+            .into());
+        };
+        let prefix = match prefix {
+            "" => String::new(),
+            p if p.ends_with('/') => p.to_string(),
+            p => format!("{p}/"),
+        };
+        return run_direct(cli, endpoint, bucket.to_string(), prefix, true).await;
+    }
+    if cli.s3_endpoint.is_some() {
+        return Err("--s3-endpoint needs --s3-bucket (direct mode) or --store s3://bucket/prefix (scale-out mode)".into());
     }
     let limits = Limits {
         max_upload_size_bytes: cli.max_upload_size,
@@ -202,23 +235,25 @@ async fn run_direct(
     cli: Cli,
     endpoint: String,
     bucket: String,
+    prefix: String,
+    through: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use chunkwise_server::direct::{self, DirectState};
     use chunkwise_server::objects::{S3Config, S3};
     if cli.hook_url.is_some() {
-        return Err("--hook-url is not supported with --s3-bucket yet".into());
+        return Err("--hook-url is not supported with an object store yet".into());
     }
     let var = |name: &str| {
         std::env::var(name)
             .ok()
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("--s3-bucket needs the store's credentials in {name}"))
+            .ok_or_else(|| format!("an object store needs its credentials in {name}"))
     };
     let config = S3Config {
         endpoint: endpoint.clone(),
         bucket: bucket.clone(),
         region: cli.s3_region.clone(),
-        prefix: cli.s3_prefix.clone(),
+        prefix: prefix.clone(),
         access_key_id: var("AWS_ACCESS_KEY_ID")?,
         secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
     };
@@ -226,13 +261,14 @@ async fn run_direct(
     store
         .check()
         .await
-        .map_err(|e| format!("--s3-bucket {bucket} at {endpoint}: {e}"))?;
+        .map_err(|e| format!("bucket {bucket} at {endpoint}: {e}"))?;
     let state = std::sync::Arc::new(DirectState {
         store,
-        prefix: cli.s3_prefix.clone(),
-        token_key: direct::token_key(&config.secret_access_key, &bucket, &cli.s3_prefix),
+        prefix: prefix.clone(),
+        token_key: direct::token_key(&config.secret_access_key, &bucket, &prefix),
         min_part_size: cli.s3_min_part_size,
         max_upload_size: cli.max_upload_size,
+        through,
     });
     let faults = cli
         .enable_fault_injection
@@ -250,7 +286,11 @@ async fn run_direct(
         .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
     let addr = listener.local_addr()?;
     println!("chunkwise-server listening on http://{addr}");
-    tracing::info!(%addr, %endpoint, %bucket, "direct mode: browsers upload to the bucket");
+    if through {
+        tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");
+    } else {
+        tracing::info!(%addr, %endpoint, %bucket, %prefix, "direct mode: browsers upload to the bucket");
+    }
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

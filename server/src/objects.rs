@@ -12,6 +12,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use axum::http::StatusCode;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -62,6 +63,17 @@ pub trait Multipart: Send + Sync + 'static {
         len: u64,
         expires: Duration,
     ) -> impl Future<Output = Result<SignedRequest, ApiError>> + Send;
+    /// Stores part `number` from `body` (`len` bytes), checked by the store against its
+    /// SHA-256: a mismatch is `400 digest_mismatch`.
+    fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        sha256: &[u8; 32],
+        len: u64,
+        body: ByteStream,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Every part the store holds, in order; `None` when there is no such upload (it was
     /// completed or aborted).
     fn parts(
@@ -294,6 +306,44 @@ impl Multipart for S3 {
         })
     }
 
+    async fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        sha256: &[u8; 32],
+        len: u64,
+        body: ByteStream,
+    ) -> Result<(), ApiError> {
+        let sent = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(len as i64)
+            .checksum_sha256(BASE64.encode(sha256))
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err().code(),
+                    Some("BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch")
+                ) =>
+            {
+                Err(ApiError::bad_request(
+                    "digest_mismatch",
+                    format!("slice {}'s bytes do not match their Content-Digest: corrupted on the way; send it again", number - 1),
+                ))
+            }
+            Err(e) => Err(self.explain(&e, "storing a part")),
+        }
+    }
+
     async fn parts(&self, key: &str, upload_id: &str) -> Result<Option<Vec<Part>>, ApiError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
@@ -414,5 +464,41 @@ impl Multipart for S3 {
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
             Err(e) => Err(self.explain(&e, "looking up the object")),
         }
+    }
+}
+
+/// A request body as the SDK's `ByteStream`, streamed: chunks go from the client's
+/// connection to the store's as they arrive, through a channel of four, so a slice is never
+/// held whole in memory.
+pub fn stream_body(body: axum::body::Body) -> ByteStream {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    ByteStream::from_body_1_x(ChannelBody(rx))
+}
+
+/// An HTTP body fed by a channel (`Send + Sync`, as the SDK needs; axum's body is not `Sync`).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
     }
 }

@@ -235,3 +235,60 @@ describe("direct mode scales out: stateless signers on one bucket", () => {
     await page.close();
   });
 });
+
+describe("scale-out mode: slices through stateless servers into one bucket", () => {
+  let garage, servers, balancer, browser;
+  const startThrough = () => startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage"], {
+    env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
+  });
+  before(async () => {
+    garage = await startGarage();
+    servers = [await startThrough(), await startThrough()];
+    balancer = await startRoundRobin(servers.map((s) => s.port));
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    balancer?.close();
+    for (const server of servers ?? []) await server.stop();
+    await garage?.stop();
+  });
+
+  test("one of two instances is killed with kill -9 mid-upload; the other finishes it, bytes intact in the bucket", async () => {
+    const file = randomFile(64 * MIB + 1, "through.bin");
+    const page = await browser.newPage();
+    await page.goto(balancer.url);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.setInputFiles("#file", file.path);
+    const outcome = upload(page, { maxInFlight: 2 });
+    await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
+    await servers[0].kill9();
+    const { result, error } = await outcome;
+    assert.ok(result, JSON.stringify(error));
+    assert.equal(result.verified, true);
+    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
+    assert.deepEqual(await garage.object(`through/${result.id.split(".")[0]}`), { sha256: file.sha256, size: 64 * MIB + 1 });
+    assert.equal(await garage.multipartUploads(), 0);
+    await page.close();
+  });
+
+  test("a slice corrupted on the way to the server is refused by the store and sent again", async () => {
+    const proxy = await startProxy(servers[1].port);
+    try {
+      const file = randomFile(20 * MIB, "through-flip.bin");
+      const page = await browser.newPage();
+      await page.goto(proxy.url);
+      await page.waitForSelector("body[data-ready=true]");
+      await page.setInputFiles("#file", file.path);
+      proxy.state.flipAfterBytes = 3 * MIB;
+      const outcome = await upload(page, { maxInFlight: 1 });
+      assert.ok(outcome.result, JSON.stringify(outcome.error));
+      assert.equal(proxy.state.flips, 1);
+      assert.deepEqual(outcome.sends, { 0: 2, 1: 1, 2: 1 }, "slice 0 was sent twice, the rest once");
+      assert.deepEqual(await garage.object(`through/${outcome.result.id.split(".")[0]}`), { sha256: file.sha256, size: 20 * MIB });
+      await page.close();
+    } finally {
+      proxy.close();
+    }
+  });
+});
