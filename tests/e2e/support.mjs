@@ -36,7 +36,8 @@ export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", data
       if (proc.exitCode === null && proc.signalCode === null) await new Promise((ok) => proc.once("exit", ok));
     },
     async stop() {
-      if (proc.exitCode !== null) return;
+      // A process killed by a signal has exitCode null and signalCode set.
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill("SIGTERM");
       await new Promise((ok) => proc.once("exit", ok));
     },
