@@ -1,6 +1,7 @@
 // The benchmark against object storage: the same file uploaded by one fetch(File) PUT to a
 // presigned Garage URL (the store's ceiling), by chunkwise in direct mode (slices straight
-// to Garage, chunkwise-server only signing), and by chunkwise to chunkwise-server on disk.
+// to Garage, chunkwise-server only signing), through chunkwise-server in scale-out mode
+// (--store s3://), and by chunkwise to chunkwise-server on disk.
 //
 //   node --experimental-websocket bench/run.mjs --store [--size 256M] [--runs 3]
 //
@@ -26,6 +27,8 @@ export async function main(args) {
   const garage = await startGarage("bench");
   const signer = await startServer(["--s3-endpoint", garage.endpoint, "--s3-bucket", garage.bucket, "--s3-region", "garage"],
     { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey });
+  const through = await startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage", "--allowed-origin", signer.url],
+    { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey });
   const disk = await startServer(["--allowed-origin", signer.url]);
   await garage.allowOrigin(signer.url);
   const browser = await Chromium.launch();
@@ -43,6 +46,10 @@ export async function main(args) {
       { name: "chunkwise direct to Garage", server: signer, run: async () => {
         const { result, error } = await runMethod(page, "chunkwise", {});
         return { result, error, sha256: result && (await garage.object(result.id.split(".")[0])).sha256 };
+      } },
+      { name: "chunkwise through chunkwise-server to Garage", server: through, run: async () => {
+        const { result, error } = await runMethod(page, "chunkwise", {}, through.url);
+        return { result, error, sha256: result && (await garage.object(`through/${result.id.split(".")[0]}`)).sha256 };
       } },
       { name: "chunkwise to chunkwise-server on disk", server: disk, run: async () => {
         const { result, error } = await runMethod(page, "chunkwise", {}, disk.url);
@@ -75,7 +82,7 @@ export async function main(args) {
     }
   } finally {
     await browser.close();
-    for (const s of [signer, disk]) s.proc.kill();
+    for (const s of [signer, through, disk]) s.proc.kill();
     await garage.stop();
   }
   const ceiling = median(rows.filter((r) => r.method.startsWith("fetch") && r.ok).map((r) => r.mibPerSecond));
