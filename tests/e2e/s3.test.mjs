@@ -166,10 +166,13 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       await garage.allowOrigin(server.url);
     }
 
-    const missing = await startServer(["--s3-endpoint", garage.endpoint, "--s3-bucket", "no-such-bucket", "--s3-region", "garage"], {
-      env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
-    }).then(() => "started", (error) => error.message);
-    assert.match(missing, /exited with 1/);
+    // A server that cannot use its store does not start (it says why on stderr).
+    const starts = (args, env) => startServer(args, { env }).then((s) => { s.stop(); return "started"; }, (error) => error.message);
+    const creds = { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey };
+    assert.match(await starts(["--s3-endpoint", garage.endpoint, "--s3-bucket", "no-such-bucket", "--s3-region", "garage"], creds), /exited with 1/, "a missing bucket");
+    assert.match(await starts(["--s3-endpoint", garage.endpoint, "--s3-bucket", garage.bucket, "--s3-region", "garage"],
+      { ...creds, AWS_SECRET_ACCESS_KEY: "0".repeat(64) }), /exited with 1/, "wrong credentials");
+    assert.match(await starts(["--s3-endpoint", "http://127.0.0.1:9", "--store", `s3://${garage.bucket}`, "--s3-region", "garage"], creds), /exited with 1/, "an unreachable store");
   });
 });
 
@@ -290,5 +293,32 @@ describe("scale-out mode: slices through stateless servers into one bucket", () 
     } finally {
       proxy.close();
     }
+  });
+
+  test("32 uploads at once through two instances, all intact", async () => {
+    servers[0] = await startThrough();
+    balancer.close();
+    balancer = await startRoundRobin(servers.map((s) => s.port));
+    const files = Array.from({ length: 32 }, (_, i) => randomFile(5 * MIB + 777 * i, `through-load-${i}.bin`));
+    const page = await browser.newPage();
+    await page.goto(balancer.url);
+    await page.waitForSelector("body[data-ready=true]");
+    await page.setContent(`<input id="files" type="file" multiple>`);
+    await page.setInputFiles("#files", files.map((f) => f.path));
+    const outcomes = await page.evaluate(async () => {
+      const { default: init, Upload } = await import("/pkg/index.js");
+      await init();
+      return Promise.all([...document.getElementById("files").files].map((file) =>
+        new Upload(file, { endpoint: "/uploads", chunkSize: 5 * 1024 * 1024, resume: false }).start().then(
+          (result) => ({ id: result.id, verified: result.verified }),
+          (error) => ({ error: `${error.code}: ${error.message}` }))));
+    });
+    for (const [i, outcome] of outcomes.entries()) {
+      assert.ok(outcome.id, `upload ${i}: ${outcome.error}`);
+      assert.equal(outcome.verified, true);
+      assert.deepEqual(await garage.object(`through/${outcome.id.split(".")[0]}`), { sha256: files[i].sha256, size: 5 * MIB + 777 * i });
+    }
+    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
+    await page.close();
   });
 });
