@@ -1,5 +1,5 @@
-// A real S3-compatible store for the tests: a single-node Garage (crates.io `garage`
-// 2.5.0, installed by scripts/setup) on loopback, with a key and a bucket, and `s3tool`
+// A real S3-compatible store for the tests: a single-node Garage (the `garage`
+// crate, 2.5.0, installed by scripts/setup) on loopback, with a key and a bucket, and `s3tool`
 // (server/examples) to reach the bucket through aws-sdk-s3 without chunkwise-server.
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
