@@ -170,13 +170,7 @@ impl HttpTransport {
     ) -> Result<(), TransportError> {
         let headers = Array::new();
         let options: &[(String, String)] = if with_options { &self.headers } else { &[] };
-        let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        let all = options
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .filter(|(n, _)| !ours(n))
-            .chain(extra.iter().copied());
-        for (name, value) in all {
+        for (name, value) in merge_headers(options, extra) {
             headers.push(&name.into());
             headers.push(&value.into());
         }
@@ -287,19 +281,12 @@ impl HttpTransport {
         }
     }
 
-    /// Every request header: the `headers` option, then the protocol's own `extra` ones,
-    /// which replace options of the same name (XHR's `setRequestHeader` would append to
-    /// them, where fetch's `Headers.set` replaces).
+    /// Every request header: the `headers` option, then the protocol's own `extra` ones.
     fn headers_with<'a>(
         &'a self,
         extra: &'a [(&'a str, &'a str)],
     ) -> impl Iterator<Item = (&'a str, &'a str)> {
-        let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        self.headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .filter(move |(n, _)| !ours(n))
-            .chain(extra.iter().copied())
+        merge_headers(&self.headers, extra)
     }
 
     /// Whether the server speaks v2: everything at the upload's own URL.
@@ -384,19 +371,7 @@ impl HttpTransport {
 
     async fn json<T: FromJson>(response: &Response) -> Result<T, TransportError> {
         let value = Self::json_value(response).await?;
-        T::from_json(&value).map_err(|e| {
-            protocol_error(
-                response.status(),
-                format!("the server's answer is not chunkwise's protocol: {e}"),
-            )
-        })
-    }
-
-    fn not_protocol(&self, response: &Response, e: String) -> TransportError {
-        protocol_error(
-            response.status(),
-            format!("the server's answer is not chunkwise's protocol: {e}"),
-        )
+        T::from_json(&value).map_err(|e| not_protocol(response.status(), e))
     }
 
     async fn json_value(response: &Response) -> Result<JsValue, TransportError> {
@@ -414,13 +389,31 @@ impl HttpTransport {
             })?
             .as_string()
             .unwrap_or_default();
-        json::parse_value(&text).map_err(|e| {
-            protocol_error(
-                status,
-                format!("the server's answer is not chunkwise's protocol: {e}"),
-            )
-        })
+        json::parse_value(&text).map_err(|e| not_protocol(status, e))
     }
+}
+
+/// `options`, then the protocol's own `extra` headers, which replace options of the same
+/// name (XHR's `setRequestHeader` would append to them, where fetch's `Headers.set`
+/// replaces).
+fn merge_headers<'a>(
+    options: &'a [(String, String)],
+    extra: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let ours = |name: &str| extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    options
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .filter(move |(n, _)| !ours(n))
+        .chain(extra.iter().copied())
+}
+
+/// The error for an answer that is not the protocol's shape.
+fn not_protocol(status: u16, e: String) -> TransportError {
+    protocol_error(
+        status,
+        format!("the server's answer is not chunkwise's protocol: {e}"),
+    )
 }
 
 /// An error answer: the server's `{"error":{"code","message"}}` when it sent one.
@@ -504,7 +497,7 @@ impl Transport for HttpTransport {
             Err(error) => return Err(self.diagnose(&self.endpoint, error).await),
         };
         let value = Self::json_value(&response).await?;
-        let created = Created::from_json(&value).map_err(|e| self.not_protocol(&response, e))?;
+        let created = Created::from_json(&value).map_err(|e| not_protocol(response.status(), e))?;
         self.protocol.set(created.protocol);
         self.direct.set(json::is_direct(&value));
         // `Location` is relative to the endpoint; without CORS exposing it, the id is enough.
@@ -574,7 +567,7 @@ impl Transport for HttpTransport {
             Err(error) => return Err(self.diagnose(location, error).await),
         };
         let value = Self::json_value(&response).await?;
-        let status = Status::from_json(&value).map_err(|e| self.not_protocol(&response, e))?;
+        let status = Status::from_json(&value).map_err(|e| not_protocol(response.status(), e))?;
         self.protocol.set(status.protocol);
         self.direct.set(json::is_direct(&value));
         Ok(status)
