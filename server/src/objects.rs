@@ -230,6 +230,28 @@ impl S3 {
     }
 }
 
+impl S3 {
+    /// UploadPart of part `number`, `len` bytes, with its SHA-256 for the store to check:
+    /// presigned for the browser (direct mode) or sent from here (scale-out mode).
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        sha256: &[u8; 32],
+        len: u64,
+    ) -> aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder {
+        self.client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(len as i64)
+            .checksum_sha256(BASE64.encode(sha256))
+    }
+}
+
 fn decode_sha256(b64: Option<&str>) -> Option<[u8; 32]> {
     let bytes = BASE64.decode(b64?).ok()?;
     bytes.try_into().ok()
@@ -280,14 +302,7 @@ impl Multipart for S3 {
             )
         })?;
         let presigned = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number as i32)
-            .content_length(len as i64)
-            .checksum_sha256(BASE64.encode(sha256))
+            .upload_part(key, upload_id, number, sha256, len)
             .presigned(config)
             .await
             .map_err(|e| self.explain(&e, "presigning a part"))?;
@@ -316,14 +331,7 @@ impl Multipart for S3 {
         body: ByteStream,
     ) -> Result<(), ApiError> {
         let sent = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number as i32)
-            .content_length(len as i64)
-            .checksum_sha256(BASE64.encode(sha256))
+            .upload_part(key, upload_id, number, sha256, len)
             .body(body)
             .send()
             .await;
