@@ -150,13 +150,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Store::open(&cli.data_dir, limits)
             .map_err(|e| format!("cannot open --data-dir {}: {e}", cli.data_dir.display()))?,
     );
-    let token = cli.token.filter(|t| !t.is_empty()).map(Arc::from);
-    let faults = cli
-        .enable_fault_injection
-        .then(chunkwise_server::faults::Faults::default);
-    if faults.is_some() {
-        tracing::warn!("fault injection is enabled: this server is for tests only");
-    }
+    let token = token(&cli);
+    let site = site(&cli);
     let hooks = match cli.hook_url {
         Some(url) => {
             if cli.hook_timeout.is_zero() {
@@ -178,13 +173,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             return Err("--hook-secret needs --hook-url".into());
         }
         None => None,
-    };
-    let site_has_www = cli.www.is_some();
-    let site = Site {
-        www: cli.www,
-        pkg: cli.pkg,
-        allowed_origins: cli.allowed_origins,
-        faults,
     };
     let router = app(
         AppState {
@@ -211,16 +199,54 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let data_dir = cli.data_dir.display().to_string();
+    serve(cli.listen, router, &site, |addr| {
+        tracing::info!(%addr, data_dir, "listening");
+    })
+    .await
+}
+
+/// The bearer token, if one is set.
+fn token(cli: &Cli) -> Option<Arc<str>> {
+    cli.token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(Arc::from)
+}
+
+/// What every mode puts around its API: static files, CORS, and test-only faults.
+fn site(cli: &Cli) -> Site {
+    let faults = cli
+        .enable_fault_injection
+        .then(chunkwise_server::faults::Faults::default);
+    if faults.is_some() {
+        tracing::warn!("fault injection is enabled: this server is for tests only");
+    }
+    Site {
+        www: cli.www.clone(),
+        pkg: cli.pkg.clone(),
+        allowed_origins: cli.allowed_origins.clone(),
+        faults,
+    }
+}
+
+/// Binds `listen`, prints the address, and serves `router` until SIGTERM or Ctrl-C.
+async fn serve(
+    listen: SocketAddr,
+    router: axum::Router,
+    site: &Site,
+    log: impl FnOnce(SocketAddr),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     // Printed on stdout, alone on its line, so scripts and tests can find the port.
     println!("chunkwise-server listening on http://{addr}");
-    if site_has_www {
+    if site.www.is_some() {
         println!("demo page: http://{addr}/");
     }
-    tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
+    log(addr);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -270,34 +296,16 @@ async fn run_direct(
         max_upload_size: cli.max_upload_size,
         through,
     });
-    let faults = cli
-        .enable_fault_injection
-        .then(chunkwise_server::faults::Faults::default);
-    let site = Site {
-        www: cli.www,
-        pkg: cli.pkg,
-        allowed_origins: cli.allowed_origins,
-        faults,
-    };
-    let token = cli.token.filter(|t| !t.is_empty()).map(Arc::from);
-    let router = chunkwise_server::serve(direct::api(state), token, &site);
-    let listener = tokio::net::TcpListener::bind(cli.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-    let addr = listener.local_addr()?;
-    println!("chunkwise-server listening on http://{addr}");
-    if through {
-        tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");
-    } else {
-        tracing::info!(%addr, %endpoint, %bucket, %prefix, "direct mode: browsers upload to the bucket");
-    }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await?;
-    Ok(())
+    let site = site(&cli);
+    let router = chunkwise_server::serve(direct::api(state), token(&cli), &site);
+    serve(cli.listen, router, &site, |addr| {
+        if through {
+            tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");
+        } else {
+            tracing::info!(%addr, %endpoint, %bucket, %prefix, "direct mode: browsers upload to the bucket");
+        }
+    })
+    .await
 }
 
 async fn shutdown() {
