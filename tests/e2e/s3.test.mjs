@@ -39,6 +39,54 @@ function upload(page, options = {}) {
   }, options);
 }
 
+/** Uploads a 64 MiB (+ `extra`) file through `balancer`, kills `victim` with kill -9 once
+ * two slices are done, and checks that the other instance finished it: both instances
+ * served, and the object at `keyOf(id)` equals the file. */
+async function killOneMidUpload(browser, balancer, victim, garage, keyOf, extra = 0) {
+  const file = randomFile(64 * MIB + extra, "scale.bin");
+  const page = await browser.newPage();
+  await page.goto(balancer.url);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.setInputFiles("#file", file.path);
+  const outcome = upload(page, { maxInFlight: 2 });
+  await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
+  await victim.kill9();
+  const { result, error } = await outcome;
+  assert.ok(result, JSON.stringify(error));
+  assert.equal(result.verified, true);
+  assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
+  assert.deepEqual(await garage.object(keyOf(result.id)), { sha256: file.sha256, size: 64 * MIB + extra });
+  assert.equal(await garage.multipartUploads(), 0, "no multipart upload left open");
+  await page.close();
+}
+
+/** 32 uploads at once from one page through `balancer`, each read back from `keyOf(id)`;
+ * both instances served. */
+async function thirtyTwoAtOnce(browser, balancer, garage, keyOf, name) {
+  const sizeOf = (i) => 5 * MIB + 1000 * i;
+  const files = Array.from({ length: 32 }, (_, i) => randomFile(sizeOf(i), `${name}-${i}.bin`));
+  const page = await browser.newPage();
+  await page.goto(balancer.url);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.setContent(`<input id="files" type="file" multiple>`);
+  await page.setInputFiles("#files", files.map((f) => f.path));
+  const outcomes = await page.evaluate(async () => {
+    const { default: init, Upload } = await import("/pkg/index.js");
+    await init();
+    return Promise.all([...document.getElementById("files").files].map((file) =>
+      new Upload(file, { endpoint: "/uploads", chunkSize: 5 * 1024 * 1024, resume: false }).start().then(
+        (result) => ({ id: result.id, verified: result.verified }),
+        (error) => ({ error: `${error.code}: ${error.message}` }))));
+  });
+  for (const [i, outcome] of outcomes.entries()) {
+    assert.ok(outcome.id, `upload ${i}: ${outcome.error}`);
+    assert.equal(outcome.verified, true);
+    assert.deepEqual(await garage.object(keyOf(outcome.id)), { sha256: files[i].sha256, size: sizeOf(i) });
+  }
+  assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
+  await page.close();
+}
+
 describe("direct mode: slices straight to an S3-compatible store (Garage)", () => {
   let garage, server, browser;
   before(async () => {
@@ -193,20 +241,7 @@ describe("direct mode scales out: stateless signers on one bucket", () => {
   });
 
   test("one of two instances is killed with kill -9 mid-upload; the other finishes it, bytes intact", async () => {
-    const file = randomFile(64 * MIB, "scale.bin");
-    const page = await browser.newPage();
-    await page.goto(balancer.url);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.setInputFiles("#file", file.path);
-    const outcome = upload(page, { maxInFlight: 2 });
-    await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
-    await servers[0].kill9();
-    const { result, error } = await outcome;
-    assert.ok(result, JSON.stringify(error));
-    assert.equal(result.verified, true);
-    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
-    assert.deepEqual(await garage.object(result.id.split(".")[0]), { sha256: file.sha256, size: 64 * MIB });
-    await page.close();
+    await killOneMidUpload(browser, balancer, servers[0], garage, (id) => id.split(".")[0]);
   });
 
   test("32 uploads at once through the surviving instance and a fresh one, all intact", async () => {
@@ -214,28 +249,7 @@ describe("direct mode scales out: stateless signers on one bucket", () => {
     balancer.close();
     balancer = await startRoundRobin(servers.map((s) => s.port));
     await garage.allowOrigin(balancer.url);
-    const files = Array.from({ length: 32 }, (_, i) => randomFile(5 * MIB + 1000 * i, `load-${i}.bin`));
-    const page = await browser.newPage();
-    await page.goto(balancer.url);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.setContent(`<input id="files" type="file" multiple>`);
-    await page.setInputFiles("#files", files.map((f) => f.path));
-    const outcomes = await page.evaluate(async () => {
-      const { default: init, Upload } = await import("/pkg/index.js");
-      await init();
-      const uploads = [...document.getElementById("files").files].map((file) =>
-        new Upload(file, { endpoint: "/uploads", chunkSize: 5 * 1024 * 1024, resume: false }).start().then(
-          (result) => ({ id: result.id, verified: result.verified }),
-          (error) => ({ error: `${error.code}: ${error.message}` })));
-      return Promise.all(uploads);
-    });
-    for (const [i, outcome] of outcomes.entries()) {
-      assert.ok(outcome.id, `upload ${i}: ${outcome.error}`);
-      assert.equal(outcome.verified, true);
-      assert.deepEqual(await garage.object(outcome.id.split(".")[0]), { sha256: files[i].sha256, size: 5 * MIB + 1000 * i });
-    }
-    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
-    await page.close();
+    await thirtyTwoAtOnce(browser, balancer, garage, (id) => id.split(".")[0], "load");
   });
 });
 
@@ -258,21 +272,7 @@ describe("scale-out mode: slices through stateless servers into one bucket", () 
   });
 
   test("one of two instances is killed with kill -9 mid-upload; the other finishes it, bytes intact in the bucket", async () => {
-    const file = randomFile(64 * MIB + 1, "through.bin");
-    const page = await browser.newPage();
-    await page.goto(balancer.url);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.setInputFiles("#file", file.path);
-    const outcome = upload(page, { maxInFlight: 2 });
-    await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
-    await servers[0].kill9();
-    const { result, error } = await outcome;
-    assert.ok(result, JSON.stringify(error));
-    assert.equal(result.verified, true);
-    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
-    assert.deepEqual(await garage.object(`through/${result.id.split(".")[0]}`), { sha256: file.sha256, size: 64 * MIB + 1 });
-    assert.equal(await garage.multipartUploads(), 0);
-    await page.close();
+    await killOneMidUpload(browser, balancer, servers[0], garage, (id) => `through/${id.split(".")[0]}`, 1);
   });
 
   test("a slice corrupted on the way to the server is refused by the store and sent again", async () => {
@@ -299,26 +299,6 @@ describe("scale-out mode: slices through stateless servers into one bucket", () 
     servers[0] = await startThrough();
     balancer.close();
     balancer = await startRoundRobin(servers.map((s) => s.port));
-    const files = Array.from({ length: 32 }, (_, i) => randomFile(5 * MIB + 777 * i, `through-load-${i}.bin`));
-    const page = await browser.newPage();
-    await page.goto(balancer.url);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.setContent(`<input id="files" type="file" multiple>`);
-    await page.setInputFiles("#files", files.map((f) => f.path));
-    const outcomes = await page.evaluate(async () => {
-      const { default: init, Upload } = await import("/pkg/index.js");
-      await init();
-      return Promise.all([...document.getElementById("files").files].map((file) =>
-        new Upload(file, { endpoint: "/uploads", chunkSize: 5 * 1024 * 1024, resume: false }).start().then(
-          (result) => ({ id: result.id, verified: result.verified }),
-          (error) => ({ error: `${error.code}: ${error.message}` }))));
-    });
-    for (const [i, outcome] of outcomes.entries()) {
-      assert.ok(outcome.id, `upload ${i}: ${outcome.error}`);
-      assert.equal(outcome.verified, true);
-      assert.deepEqual(await garage.object(`through/${outcome.id.split(".")[0]}`), { sha256: files[i].sha256, size: 5 * MIB + 777 * i });
-    }
-    assert.ok(balancer.state.connections.every((n) => n > 0), `both instances served: ${balancer.state.connections}`);
-    await page.close();
+    await thirtyTwoAtOnce(browser, balancer, garage, (id) => `through/${id.split(".")[0]}`, "through-load");
   });
 });
