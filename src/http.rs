@@ -15,7 +15,7 @@ use std::task::{Poll, Waker};
 
 use chunkwise_core::engine::{CreatedUpload, SentBytes, SliceData, Transport, TransportError};
 use chunkwise_core::protocol::{
-    self, Complete, Completed, CreateUpload, Created, ErrorBody, Status,
+    self, Complete, Completed, CreateUpload, Created, ErrorBody, Status, Transfer,
 };
 use chunkwise_core::retry::Failure;
 use js_sys::{Array, Promise, Reflect};
@@ -158,19 +158,17 @@ impl HttpTransport {
     }
 
     /// Sends a slice through XMLHttpRequest, reporting bytes as they leave.
-    /// `extra` are the protocol's headers; the `headers` option goes along only to our
-    /// own server (`with_options`), never to a store whose signature covers the headers.
+    /// `extra` are the protocol's headers.
     async fn put_xhr(
         &self,
         url: &str,
         body: &JsValue,
         extra: &[(&str, &str)],
-        with_options: bool,
+        to: To,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
         let headers = Array::new();
-        let options: &[(String, String)] = if with_options { &self.headers } else { &[] };
-        for (name, value) in merge_headers(options, extra) {
+        for (name, value) in merge_headers(self.options_for(to), extra) {
             headers.push(&name.into());
             headers.push(&value.into());
         }
@@ -224,7 +222,7 @@ impl HttpTransport {
             return Ok(());
         }
         let text = field("text").as_string().unwrap_or_default();
-        let mut error = status_error(
+        let error = status_error(
             "PUT",
             url,
             status,
@@ -232,15 +230,16 @@ impl HttpTransport {
             field("retryAfter").as_string(),
             &text,
         );
-        if !with_options {
-            error = store_error(status, &text, error);
+        Err(to.refine(status, &text, error))
+    }
+
+    /// The `headers` option goes along only to our own server, never to a store whose
+    /// signature covers the headers.
+    fn options_for(&self, to: To) -> &[(String, String)] {
+        match to {
+            To::Store => &[],
+            To::Server | To::ServerSlice => &self.headers,
         }
-        if error.code.as_deref() == Some("digest_mismatch") && status == 400 {
-            // The receiver checked the slice's SHA-256 and the bytes did not match: they
-            // were corrupted on the way. Send the slice again, read again from the source.
-            error.failure = Failure::Corrupted { status };
-        }
-        Err(error)
     }
 
     /// A slice straight to the object store: sign it with our server, then `PUT` it there.
@@ -272,21 +271,24 @@ impl HttpTransport {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        match self
-            .put_xhr(&signed.url, &slice.body.value, &headers, false, sent)
+        let put = if self.xhr {
+            self.put_xhr(&signed.url, &slice.body.value, &headers, To::Store, sent)
+                .await
+        } else {
+            self.send_to(
+                To::Store,
+                "PUT",
+                &signed.url,
+                Some(&slice.body.value),
+                &headers,
+            )
             .await
-        {
+            .map(drop)
+        };
+        match put {
             Err(error) => Err(self.diagnose(&signed.url, error).await),
             ok => ok,
         }
-    }
-
-    /// Every request header: the `headers` option, then the protocol's own `extra` ones.
-    fn headers_with<'a>(
-        &'a self,
-        extra: &'a [(&'a str, &'a str)],
-    ) -> impl Iterator<Item = (&'a str, &'a str)> {
-        merge_headers(&self.headers, extra)
     }
 
     /// Whether the server speaks v2: everything at the upload's own URL.
@@ -311,8 +313,20 @@ impl HttpTransport {
         body: Option<&JsValue>,
         extra: &[(&str, &str)],
     ) -> Result<Response, TransportError> {
+        self.send_to(To::Server, method, url, body, extra).await
+    }
+
+    /// Sends a request with fetch, for `to`.
+    async fn send_to(
+        &self,
+        to: To,
+        method: &str,
+        url: &str,
+        body: Option<&JsValue>,
+        extra: &[(&str, &str)],
+    ) -> Result<Response, TransportError> {
         let headers = Headers::new().map_err(|e| network_error(describe_js_error(&e)))?;
-        for (name, value) in self.headers_with(extra) {
+        for (name, value) in merge_headers(self.options_for(to), extra) {
             headers
                 .set(name, value)
                 .map_err(|e| network_error(describe_js_error(&e)))?;
@@ -347,14 +361,16 @@ impl HttpTransport {
             Err(_) => String::new(),
         };
         guard.disarm();
-        Err(status_error(
+        let status = response.status();
+        let error = status_error(
             method,
             url,
-            response.status(),
+            status,
             &response.status_text(),
             retry_after,
             &text,
-        ))
+        );
+        Err(to.refine(status, &text, error))
     }
 
     /// `POST`s `body` (a plain object) as JSON.
@@ -390,6 +406,33 @@ impl HttpTransport {
             .as_string()
             .unwrap_or_default();
         json::parse_value(&text).map_err(|e| not_protocol(status, e))
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum To {
+    /// chunkwise-server: create, status, complete, sign, delete.
+    Server,
+    /// A slice to chunkwise-server.
+    ServerSlice,
+    /// A slice straight to the object store.
+    Store,
+}
+
+impl To {
+    /// The error for an answer of `status` with body `text`: a store's XML error read, and
+    /// a slice whose SHA-256 the receiver refused made [`Failure::Corrupted`].
+    fn refine(self, status: u16, text: &str, mut error: TransportError) -> TransportError {
+        if self == To::Store {
+            error = store_error(status, text, error);
+        }
+        if self != To::Server && error.code.as_deref() == Some("digest_mismatch") && status == 400 {
+            // The receiver checked the slice's SHA-256 and the bytes did not match: they
+            // were corrupted on the way. Send the slice again, read again from the source.
+            error.failure = Failure::Corrupted { status };
+        }
+        error
     }
 }
 
@@ -499,7 +542,7 @@ impl Transport for HttpTransport {
         let value = Self::json_value(&response).await?;
         let created = Created::from_json(&value).map_err(|e| not_protocol(response.status(), e))?;
         self.protocol.set(created.protocol);
-        self.direct.set(json::is_direct(&value));
+        self.direct.set(created.transfer == Transfer::Direct);
         // `Location` is relative to the endpoint; without CORS exposing it, the id is enough.
         let location = response
             .headers()
@@ -524,7 +567,7 @@ impl Transport for HttpTransport {
         slice: &SliceData<Body>,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        if self.direct.get() && self.xhr {
+        if self.direct.get() {
             return self.put_direct(location, slice, sent).await;
         }
         let url = self.upload_url(location, format_args!("slices/{}", slice.index));
@@ -543,12 +586,18 @@ impl Transport for HttpTransport {
         }
         if self.xhr {
             return self
-                .put_xhr(&url, &slice.body.value, &extra, true, sent)
+                .put_xhr(&url, &slice.body.value, &extra, To::ServerSlice, sent)
                 .await;
         }
-        self.send("PUT", &url, Some(&slice.body.value), &extra)
-            .await
-            .map(drop)
+        self.send_to(
+            To::ServerSlice,
+            "PUT",
+            &url,
+            Some(&slice.body.value),
+            &extra,
+        )
+        .await
+        .map(drop)
     }
 
     async fn complete(
@@ -569,7 +618,7 @@ impl Transport for HttpTransport {
         let value = Self::json_value(&response).await?;
         let status = Status::from_json(&value).map_err(|e| not_protocol(response.status(), e))?;
         self.protocol.set(status.protocol);
-        self.direct.set(json::is_direct(&value));
+        self.direct.set(status.transfer == Transfer::Direct);
         Ok(status)
     }
 

@@ -443,6 +443,7 @@ pub fn outcome_to_js(outcome: &Outcome, elapsed_ms: f64) -> JsValue {
     set(&object, "location", outcome.location.as_str());
     set(&object, "size", outcome.size_bytes as f64);
     set(&object, "slices", outcome.slices as f64);
+    set(&object, "chunkSize", outcome.chunk_size_bytes as f64);
     set(&object, "resumedSlices", outcome.resumed_slices as f64);
     // Empty when the bytes went straight to an object store: no whole-file hash exists.
     match outcome.sha256.as_str() {

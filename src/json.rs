@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chunkwise_core::protocol::{
-    Complete, Completed, CreateUpload, Created, ErrorBody, ErrorDetail, Status,
+    Complete, Completed, CreateUpload, Created, ErrorBody, ErrorDetail, Status, Transfer,
 };
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
@@ -29,9 +29,12 @@ pub fn parse_value(text: &str) -> Result<JsValue, String> {
     js_sys::JSON::parse(text).map_err(|_| "it is not JSON".to_string())
 }
 
-/// Whether a create or status answer says the slices go straight to an object store.
-pub fn is_direct(value: &JsValue) -> bool {
-    field(value, "transfer").as_string().as_deref() == Some("direct")
+/// Where a create or status answer says the slices go (to the server when absent).
+fn transfer(value: &JsValue) -> Transfer {
+    match field(value, "transfer").as_string().as_deref() {
+        Some("direct") => Transfer::Direct,
+        _ => Transfer::Server,
+    }
 }
 
 /// A presigned request to the object store: `{method, url, headers}`.
@@ -141,6 +144,7 @@ impl FromJson for Created {
             chunk_size: uint(value, "chunkSize")?,
             size: optional_uint(value, "size")?,
             protocol: protocol(value)?,
+            transfer: transfer(value),
         })
     }
 }
@@ -167,6 +171,7 @@ impl FromJson for Status {
                 .as_bool()
                 .ok_or("complete is not a boolean")?,
             protocol: protocol(value)?,
+            transfer: transfer(value),
             metadata: string_map(value, "metadata")?,
         })
     }
@@ -178,7 +183,7 @@ impl FromJson for Completed {
             id: string(value, "id")?,
             size: uint(value, "size")?,
             // null when the bytes went straight to an object store.
-            sha256: optional_string(value, "sha256")?.unwrap_or_default(),
+            sha256: optional_string(value, "sha256")?,
             slices_sha256: optional_string(value, "slicesSha256")?,
         })
     }

@@ -129,6 +129,9 @@ export interface UploadResult {
   location: string;
   size: number;
   slices: number;
+  /** The slice size used: `chunkSize`, unless the server chose larger slices (an object
+   * store takes at most 10,000 parts) or a resumed upload kept its own. */
+  chunkSize: number;
   /** Slices the server already held from an earlier attempt and that were not sent again. */
   resumedSlices: number;
   /** SHA-256 the server computed over the bytes it stored (hex); null when the bytes went
@@ -343,7 +346,7 @@ struct JsEvents {
     on_slice: Option<Function>,
     location: Rc<RefCell<Option<String>>>,
     /// Where to remember the upload, for resuming after a reload.
-    remember: Option<(ResumeKey, web_sys::Blob, u64)>,
+    remember: Option<(ResumeKey, web_sys::Blob)>,
 }
 
 fn call(callback: &Function, argument: &JsValue) {
@@ -354,10 +357,10 @@ fn call(callback: &Function, argument: &JsValue) {
 }
 
 impl Events for JsEvents {
-    fn created(&self, location: &str) {
+    fn created(&self, location: &str, chunk_size_bytes: u64) {
         *self.location.borrow_mut() = Some(location.to_string());
-        if let Some((key, blob, chunk_size_bytes)) = &self.remember {
-            key.remember(location, blob, *chunk_size_bytes);
+        if let Some((key, blob)) = &self.remember {
+            key.remember(location, blob, chunk_size_bytes);
         }
     }
 
@@ -515,10 +518,7 @@ impl Inner {
             on_progress: parsed.on_progress.clone(),
             on_slice: parsed.on_slice.clone(),
             location: self.location.clone(),
-            remember: resume_key
-                .clone()
-                .zip(blob.clone())
-                .map(|(k, b)| (k, b, options.chunk_size_bytes)),
+            remember: resume_key.clone().zip(blob.clone()),
         };
         let runtime = BrowserRuntime;
         let engine = Engine {

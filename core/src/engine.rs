@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use futures_util::future::{self, Either};
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
 
-use crate::config::{DigestAlgorithm, Valid};
+use crate::config::{DigestAlgorithm, Valid, MAX_CHUNK_SIZE_BYTES, MIN_CHUNK_SIZE_BYTES};
 use crate::geometry::Geometry;
 use crate::progress::{Progress, Tracker};
 use crate::protocol::{Complete, Completed, CreateUpload, Created, SlicesDigest, Status};
@@ -176,8 +176,8 @@ impl SliceState {
 
 /// Callbacks out of the engine.
 pub trait Events {
-    /// The upload exists on the server.
-    fn created(&self, _location: &str) {}
+    /// The upload exists on the server, sliced in `chunk_size_bytes`.
+    fn created(&self, _location: &str, _chunk_size_bytes: u64) {}
     /// Progress changed (throttled).
     fn progress(&self, _progress: &Progress) {}
     /// A slice changed state; `attempt` counts from 1.
@@ -289,6 +289,9 @@ pub struct Outcome {
     pub size_bytes: u64,
     /// Number of slices.
     pub slices: u64,
+    /// The slice size used: the one asked for, unless the server chose another (an
+    /// object store's part limit) or the upload resumed with its own.
+    pub chunk_size_bytes: u64,
     /// Slices the server already had when this run resumed, and were not sent again.
     pub resumed_slices: u64,
     /// SHA-256 the server computed over the stored bytes (hex).
@@ -571,11 +574,16 @@ where
                     extra_timeout_ms: 0.0,
                 };
                 let created = requests.run(what, |_| transport.create(&request)).await?;
-                if created.created.chunk_size != opts.chunk_size_bytes {
-                    return Err(UploadError::protocol(format!(
-                        "the server answered with chunkSize {} instead of {}",
-                        created.created.chunk_size, opts.chunk_size_bytes
-                    )));
+                let chosen = created.created.chunk_size;
+                if chosen != opts.chunk_size_bytes {
+                    // A server may choose the slicing: an object store takes at most
+                    // 10,000 parts, so a file too big for the asked size gets larger ones.
+                    if !(MIN_CHUNK_SIZE_BYTES..=MAX_CHUNK_SIZE_BYTES).contains(&chosen) {
+                        return Err(UploadError::protocol(format!(
+                            "the server answered with chunkSize {chosen}, outside {MIN_CHUNK_SIZE_BYTES} ..= {MAX_CHUNK_SIZE_BYTES}"
+                        )));
+                    }
+                    source.set_chunk_size(chosen);
                 }
                 (created.location, IndexSet::new())
             }
@@ -610,7 +618,7 @@ where
                 )
             }
         };
-        events.created(&location);
+        events.created(&location, source.chunk_size_bytes());
         let geometry = Geometry::new(source.chunk_size_bytes(), source.size_bytes())
             .map_err(|e| UploadError::protocol(e.to_string()))?;
 
@@ -851,8 +859,9 @@ where
             location: location.clone(),
             size_bytes,
             slices: slices_done,
+            chunk_size_bytes: geometry.chunk_size_bytes(),
             resumed_slices,
-            sha256: completed.sha256,
+            sha256: completed.sha256.unwrap_or_default(),
             verified,
         })
     }

@@ -44,6 +44,18 @@ pub struct CreateUpload {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+/// Where an upload's slices go, as create and status say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// To the server: `PUT /uploads/{id}` with [`SLICE_INDEX`].
+    #[default]
+    Server,
+    /// Straight to an object store: the client asks `POST /uploads/{id}/sign` for each
+    /// slice and sends it where the signed request says.
+    Direct,
+}
+
 /// `POST /uploads` answer (`201 Created`, with `Location: /uploads/{id}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +69,9 @@ pub struct Created {
     /// The protocol version the server speaks for this upload (1 when absent).
     #[serde(default = "v1")]
     pub protocol: u32,
+    /// Where slices go.
+    #[serde(default)]
+    pub transfer: Transfer,
 }
 
 /// `GET /uploads/{id}` answer: everything a resuming client needs in one request.
@@ -78,6 +93,9 @@ pub struct Status {
     /// The protocol version the server speaks for this upload (1 when absent).
     #[serde(default = "v1")]
     pub protocol: u32,
+    /// Where slices go.
+    #[serde(default)]
+    pub transfer: Transfer,
     /// The upload's metadata, as stored (a `pre-create` hook may have replaced it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -106,8 +124,9 @@ pub struct Completed {
     pub id: String,
     /// The final size in bytes.
     pub size: u64,
-    /// The server's own SHA-256 of the stored bytes, lowercase hex.
-    pub sha256: String,
+    /// The server's own SHA-256 of the stored bytes, lowercase hex; `null` when the bytes
+    /// went straight to an object store, which checked each slice's SHA-256 instead.
+    pub sha256: Option<String>,
     /// The [`SlicesDigest`] of the stored slices, lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slices_sha256: Option<String>,

@@ -13,16 +13,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chunkwise_core::protocol::{self, Complete, CreateUpload, Created};
-use futures_util::StreamExt as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chunkwise_core::protocol::{self, Complete, CreateUpload, Created, Transfer};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::backend::{Backend, Finish, IncomingSlice, NewUpload};
 use crate::error::ApiError;
-use crate::store::{SliceTarget, SliceWriter, Store};
 
 /// How long browsers may cache a CORS preflight.
 pub const PREFLIGHT_MAX_AGE_SECS: u64 = 7200;
@@ -37,14 +37,24 @@ const MAX_METADATA_VALUE_BYTES: usize = 4096;
 const MAX_METADATA_JSON_BYTES_WITH_HOOKS: usize = 32 * 1024;
 
 /// Everything a handler needs.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The uploads.
-    pub store: Arc<Store>,
+#[derive(Debug)]
+pub struct AppState<B> {
+    /// Where uploads are kept.
+    pub backend: Arc<B>,
     /// Bearer token required on every upload request, when set.
     pub token: Option<Arc<str>>,
     /// The app's hook (`--hook-url`), when set.
     pub hooks: Option<Arc<crate::hooks::Hooks>>,
+}
+
+impl<B> Clone for AppState<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            token: self.token.clone(),
+            hooks: self.hooks.clone(),
+        }
+    }
 }
 
 /// Where the static files are, and who may call from another origin.
@@ -61,27 +71,27 @@ pub struct Site {
 }
 
 /// Builds the router: the API under `/uploads`, `/healthz`, and the static files.
-pub fn app(state: AppState, site: &Site) -> Router {
+pub fn app<B: Backend>(state: AppState<B>, site: &Site) -> Router {
     let token = state.token.clone();
     let api = Router::new()
-        .route("/uploads", post(create_upload))
+        .route("/uploads", post(create_upload::<B>))
         .route(
             "/uploads/{id}",
-            get(upload_status)
-                .put(put_slice)
-                .post(complete_upload)
-                .delete(delete_upload),
+            get(upload_status::<B>)
+                .put(put_slice::<B>)
+                .post(complete_upload::<B>)
+                .delete(delete_upload::<B>),
         )
-        .route("/uploads/{id}/slices/{index}", put(put_slice_v1))
-        .route("/uploads/{id}/complete", post(complete_upload))
+        .route("/uploads/{id}/sign", post(sign_slice::<B>))
+        .route("/uploads/{id}/slices/{index}", put(put_slice_v1::<B>))
+        .route("/uploads/{id}/complete", post(complete_upload::<B>))
         .with_state(state);
-    serve(api, token, site)
+    wrap(api, token, site)
 }
 
-/// Wraps an API router (the disk's, or direct mode's) in what every mode shares: the
-/// bearer token, fault injection for tests, `/healthz`, the static files, request
-/// tracing and CORS.
-pub fn serve(api: Router, token: Option<Arc<str>>, site: &Site) -> Router {
+/// Wraps the API in the bearer token, fault injection for tests, `/healthz`, the static
+/// files, request tracing and CORS.
+fn wrap(api: Router, token: Option<Arc<str>>, site: &Site) -> Router {
     let api = api
         .layer(middleware::from_fn_with_state(token, require_token))
         .method_not_allowed_fallback(method_not_allowed);
@@ -258,40 +268,16 @@ pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
-async fn create_upload(
-    State(state): State<AppState>,
+async fn create_upload<B: Backend>(
+    State(state): State<AppState<B>>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let request: CreateUpload = read_json(body, false).await?;
-    let limits = state.store.limits();
     if request.chunk_size == 0 {
         return Err(ApiError::bad_request(
             "invalid_chunk_size",
             "chunkSize must be at least 1 byte",
-        ));
-    }
-    if request.chunk_size > limits.max_chunk_size_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "chunk_size_too_large",
-            format!(
-                "chunkSize {} exceeds the server's limit of {} bytes",
-                request.chunk_size, limits.max_chunk_size_bytes
-            ),
-        ));
-    }
-    if let Some(size) = request
-        .size
-        .filter(|&size| size > limits.max_upload_size_bytes)
-    {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "upload_too_large",
-            format!(
-                "size {size} exceeds the server's limit of {} bytes",
-                limits.max_upload_size_bytes
-            ),
         ));
     }
     let mut metadata = request.metadata.unwrap_or_default();
@@ -315,16 +301,21 @@ async fn create_upload(
         }
     }
     let upload = state
-        .store
-        .create(request.chunk_size, request.size, metadata)
+        .backend
+        .create(NewUpload {
+            chunk_size: request.chunk_size,
+            size: request.size,
+            metadata,
+        })
         .await?;
-    tracing::info!(id = upload.id(), chunk_size = request.chunk_size, size = ?request.size, "upload created");
-    let location = format!("/uploads/{}", upload.id());
+    tracing::info!(id = upload.id, chunk_size = upload.chunk_size, size = ?request.size, "upload created");
+    let location = format!("/uploads/{}", upload.id);
     let body = Created {
-        id: upload.id().to_string(),
-        chunk_size: request.chunk_size,
+        id: upload.id,
+        chunk_size: upload.chunk_size,
         size: request.size,
         protocol: protocol::VERSION,
+        transfer: state.backend.transfer(),
     };
     Ok((
         StatusCode::CREATED,
@@ -334,49 +325,46 @@ async fn create_upload(
         .into_response())
 }
 
-async fn upload_status(
-    State(state): State<AppState>,
+async fn upload_status<B: Backend>(
+    State(state): State<AppState<B>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(path_error)?;
-    let upload = state.store.get(&id)?;
-    let status = upload.status().await?;
+    let status = state.backend.status(&id).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(status)).into_response())
 }
 
-async fn delete_upload(
-    State(state): State<AppState>,
+async fn delete_upload<B: Backend>(
+    State(state): State<AppState<B>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path.map_err(path_error)?;
-    let upload = state.store.get(&id)?;
-    state.store.delete(&upload).await?;
-    tracing::info!(id, "upload deleted");
+    let upload = state.backend.delete(&id).await?;
+    tracing::info!(id = upload.id, "upload deleted");
     if let Some(hooks) = &state.hooks {
         hooks.upload_terminated(&upload, "deleted").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn complete_upload(
-    State(state): State<AppState>,
+async fn complete_upload<B: Backend>(
+    State(state): State<AppState<B>>,
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(path_error)?;
-    let upload = state.store.get(&id)?;
     let request: Complete = read_json(body, true).await?;
-    let sha256 = hex_sha256_field(&request.sha256, "sha256", "invalid_sha256")?;
-    let slices_sha256 = hex_sha256_field(
-        &request.slices_sha256,
-        "slicesSha256",
-        "invalid_slices_sha256",
-    )?;
-    let completed = state
-        .store
-        .complete(&upload, request.size, sha256, slices_sha256)
-        .await?;
-    tracing::info!(id, size = completed.size, sha256 = %completed.sha256, "upload complete");
+    let finish = Finish {
+        size: request.size,
+        sha256: hex_sha256_field(&request.sha256, "sha256", "invalid_sha256")?,
+        slices_sha256: hex_sha256_field(
+            &request.slices_sha256,
+            "slicesSha256",
+            "invalid_slices_sha256",
+        )?,
+    };
+    let (completed, upload) = state.backend.complete(&id, finish).await?;
+    tracing::info!(id = upload.id, size = completed.size, sha256 = ?completed.sha256, "upload complete");
     if let Some(hooks) = &state.hooks {
         // Durable before the answer: the app hears of every completed upload, even if
         // the server dies right after answering.
@@ -413,27 +401,25 @@ fn parse_index(text: &str) -> Result<u64, ApiError> {
 }
 
 /// v1: `PUT /uploads/{id}/slices/{index}`.
-async fn put_slice_v1(
-    State(state): State<AppState>,
+async fn put_slice_v1<B: Backend>(
+    State(state): State<AppState<B>>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let Path((id, index)) = path.map_err(path_error)?;
-    let upload = state.store.get(&id)?;
     let index = parse_index(&index)?;
-    receive_slice(&state, upload, index, &headers, body).await
+    receive_slice(&state, &id, index, &headers, body).await
 }
 
 /// v2: `PUT /uploads/{id}` with the index in `Chunkwise-Slice`.
-async fn put_slice(
-    State(state): State<AppState>,
+async fn put_slice<B: Backend>(
+    State(state): State<AppState<B>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path.map_err(path_error)?;
-    let upload = state.store.get(&id)?;
     let index = match headers.get(protocol::SLICE_INDEX) {
         Some(value) => parse_index(value.to_str().unwrap_or_default())?,
         None => {
@@ -443,16 +429,20 @@ async fn put_slice(
             ))
         }
     };
-    receive_slice(&state, upload, index, &headers, body).await
+    receive_slice(&state, &id, index, &headers, body).await
 }
 
-async fn receive_slice(
-    state: &AppState,
-    upload: Arc<crate::store::Upload>,
+async fn receive_slice<B: Backend>(
+    state: &AppState<B>,
+    id: &str,
     index: u64,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let transfer = state.backend.transfer();
+    if transfer != Transfer::Server {
+        return Err(crate::backend::wrong_transfer(transfer));
+    }
     let declared_len = match headers.get(header::CONTENT_LENGTH) {
         Some(value) => Some(
             value
@@ -482,112 +472,52 @@ async fn receive_slice(
         ),
         None => None,
     };
-
-    let lock = upload.slice_lock(index);
-    let result = async {
-        let _guard = lock.lock().await;
-        let (target, already_received) = upload
-            .target(index, state.store.limits().max_upload_size_bytes)
-            .await?;
-        check_declared_len(index, &target, declared_len)?;
-        let len = if already_received {
-            // Idempotent re-send: check it, but never touch bytes already acknowledged.
-            receive(index, &target, body, digest, None).await?
-        } else {
-            let file = state.store.open_for_slice(&upload, target.offset).await?;
-            receive(index, &target, body, digest, Some(file)).await?
-        };
-        upload.mark_received(index, len, digest).await
-    }
-    .await;
-    upload.release_slice_lock(index, &lock);
-    if result.is_ok() {
-        upload.hash_ahead();
-    }
-    result.map(|()| StatusCode::NO_CONTENT)
+    let slice = IncomingSlice {
+        index,
+        declared_len,
+        digest,
+        body,
+    };
+    state.backend.put_slice(id, slice).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-fn check_declared_len(
-    index: u64,
-    target: &SliceTarget,
-    declared: Option<u64>,
-) -> Result<(), ApiError> {
-    let Some(declared) = declared else {
-        return Ok(());
-    };
-    let ok = match target.exact_len {
-        Some(exact) => declared == exact,
-        None => (1..=target.max_len).contains(&declared),
-    };
-    if ok {
-        return Ok(());
-    }
-    let expected = match target.exact_len {
-        Some(exact) => format!("exactly {exact} bytes"),
-        None => format!("1 to {} bytes", target.max_len),
-    };
-    Err(ApiError::bad_request(
-        "length_mismatch",
-        format!("slice {index} must be {expected}; Content-Length is {declared}"),
-    ))
+/// `POST /uploads/{id}/sign` body: the slice about to be sent straight to the store.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignRequest {
+    slice: u64,
+    size: u64,
+    /// Base64, as `x-amz-checksum-sha256` carries it.
+    sha256: Option<String>,
 }
 
-/// Streams a slice body to `file` (or nowhere), checking length and digest as it goes.
-async fn receive(
-    index: u64,
-    target: &SliceTarget,
+async fn sign_slice<B: Backend>(
+    State(state): State<AppState<B>>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
-    digest: Option<[u8; 32]>,
-    mut writer: Option<SliceWriter>,
-) -> Result<u64, ApiError> {
-    let mut hasher = digest.map(|_| Sha256::new());
-    let mut received = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(frame) = stream.next().await {
-        let bytes = frame.map_err(|e| {
-            ApiError::bad_request(
-                "body_incomplete",
-                format!("the slice body was cut off after {received} bytes: {e}"),
-            )
-        })?;
-        received += bytes.len() as u64;
-        if received > target.max_len {
-            return Err(ApiError::bad_request(
-                "length_mismatch",
-                format!("slice {index} is longer than its {} bytes", target.max_len),
-            ));
-        }
-        if let Some(h) = hasher.as_mut() {
-            h.update(&bytes);
-        }
-        if let Some(w) = writer.as_mut() {
-            w.write(bytes).await?;
-        }
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
+    let transfer = state.backend.transfer();
+    if transfer != Transfer::Direct {
+        return Err(crate::backend::wrong_transfer(transfer));
     }
-    let expected_ok = match target.exact_len {
-        Some(exact) => received == exact,
-        None => received >= 1,
-    };
-    if !expected_ok {
-        return Err(ApiError::bad_request(
-            "length_mismatch",
-            format!(
-                "slice {index} has {received} bytes; expected {}",
-                target.exact_len.unwrap_or(target.max_len)
-            ),
-        ));
-    }
-    if let (Some(hasher), Some(expected)) = (hasher, digest) {
-        let actual: [u8; 32] = hasher.finalize().into();
-        if actual != expected {
-            return Err(ApiError::bad_request(
-                "digest_mismatch",
-                format!("slice {index}'s bytes do not match its Content-Digest"),
-            ));
-        }
-    }
-    if let Some(w) = writer {
-        w.finish().await?;
-    }
-    Ok(received)
+    let request: SignRequest = read_json(body, false).await?;
+    let sha256 = request
+        .sha256
+        .map(|text| {
+            BASE64
+                .decode(text)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_digest", "sha256 must be 32 bytes in base64")
+                })
+        })
+        .transpose()?;
+    let signed = state
+        .backend
+        .sign_slice(&id, request.slice, request.size, sha256)
+        .await?;
+    Ok(Json(signed).into_response())
 }

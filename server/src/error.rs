@@ -41,6 +41,15 @@ impl ApiError {
         )
     }
 
+    /// 413 for an upload larger than the server takes.
+    pub fn upload_too_large(size: u64, limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!("size {size} exceeds the server's limit of {limit} bytes"),
+        )
+    }
+
     /// 409.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)

@@ -31,8 +31,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::backend::UploadInfo;
 use crate::error::ApiError;
-use crate::store::{Store, Upload};
 
 /// The header carrying an event's signature.
 pub const SIGNATURE_HEADER: &str = "chunkwise-signature";
@@ -111,12 +111,12 @@ pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
 }
 
 impl Hooks {
-    /// Opens the outbox under `data_dir`, queues the `post-finish` of every completed
-    /// upload in `store` that has none yet, and starts delivering.
+    /// Opens the outbox under `data_dir`, queues the `post-finish` of every upload in
+    /// `completed` that has none yet, and starts delivering.
     pub async fn start(
         config: HookConfig,
         data_dir: &Path,
-        store: &Store,
+        completed: Vec<(UploadInfo, chunkwise_core::protocol::Completed)>,
     ) -> std::io::Result<Arc<Self>> {
         let outbox = data_dir.join("hooks").join("outbox");
         let finished = data_dir.join("hooks").join("finished");
@@ -136,15 +136,15 @@ impl Hooks {
             finished,
             wake: tokio::sync::Notify::new(),
         });
-        for (upload, completed) in store.completed().await {
-            if hooks.finished.join(upload.id()).exists() {
+        for (upload, completed) in completed {
+            if hooks.finished.join(&upload.id).exists() {
                 continue;
             }
             if first_start {
-                hooks.mark_finished(upload.id()).await?;
+                hooks.mark_finished(&upload.id).await?;
             } else {
                 tracing::info!(
-                    id = upload.id(),
+                    id = upload.id,
                     "queueing a post-finish that was never stored"
                 );
                 hooks
@@ -168,11 +168,11 @@ impl Hooks {
     /// Queues the `post-finish` of a completed upload (durably) and marks it queued.
     pub async fn upload_finished(
         &self,
-        upload: &Upload,
+        upload: &UploadInfo,
         completed: &chunkwise_core::protocol::Completed,
     ) -> Result<(), ApiError> {
         self.enqueue(finished(upload, completed)).await?;
-        self.mark_finished(upload.id()).await.map_err(|e| {
+        self.mark_finished(&upload.id).await.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "hook_outbox",
@@ -182,9 +182,13 @@ impl Hooks {
     }
 
     /// Queues the `post-terminate` of an upload removed for `reason`.
-    pub async fn upload_terminated(&self, upload: &Upload, reason: &str) -> Result<(), ApiError> {
+    pub async fn upload_terminated(
+        &self,
+        upload: &UploadInfo,
+        reason: &str,
+    ) -> Result<(), ApiError> {
         self.enqueue(terminated(upload, reason)).await?;
-        let _ = tokio::fs::remove_file(self.finished.join(upload.id())).await;
+        let _ = tokio::fs::remove_file(self.finished.join(&upload.id)).await;
         Ok(())
     }
 
@@ -403,39 +407,45 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The `post-finish` event of a completed upload. Its `eventId` is the same however often
 /// `complete` is repeated, so that a receiver sees one event per upload.
-pub fn finished(
-    upload: &crate::store::Upload,
-    completed: &chunkwise_core::protocol::Completed,
-) -> Value {
-    json!({
+pub fn finished(upload: &UploadInfo, completed: &chunkwise_core::protocol::Completed) -> Value {
+    let mut event = json!({
         "type": "post-finish",
-        "eventId": format!("post-finish-{}", upload.id()),
+        "eventId": format!("post-finish-{}", upload.id),
         "createdAt": unix_seconds(),
         "upload": {
-            "id": upload.id(),
+            "id": upload.id,
             "size": completed.size,
-            "chunkSize": upload.chunk_size(),
-            "metadata": upload.metadata(),
+            "chunkSize": upload.chunk_size,
+            "metadata": upload.metadata,
             "sha256": completed.sha256,
-            "location": format!("/uploads/{}", upload.id()),
+            "slicesSha256": completed.slices_sha256,
+            "location": format!("/uploads/{}", upload.id),
         },
-    })
+    });
+    if let Some(object) = &upload.object {
+        event["upload"]["object"] = object.as_str().into();
+    }
+    event
 }
 
 /// The `post-terminate` event of an upload removed for `reason` (`deleted`, `expired`).
-fn terminated(upload: &Upload, reason: &str) -> Value {
-    json!({
+fn terminated(upload: &UploadInfo, reason: &str) -> Value {
+    let mut event = json!({
         "type": "post-terminate",
-        "eventId": format!("post-terminate-{}", upload.id()),
+        "eventId": format!("post-terminate-{}", upload.id),
         "createdAt": unix_seconds(),
         "reason": reason,
         "upload": {
-            "id": upload.id(),
-            "chunkSize": upload.chunk_size(),
-            "metadata": upload.metadata(),
-            "location": format!("/uploads/{}", upload.id()),
+            "id": upload.id,
+            "chunkSize": upload.chunk_size,
+            "metadata": upload.metadata,
+            "location": format!("/uploads/{}", upload.id),
         },
-    })
+    });
+    if let Some(object) = &upload.object {
+        event["upload"]["object"] = object.as_str().into();
+    }
+    event
 }
 
 /// 128 random bits, hex.

@@ -2,12 +2,15 @@
 #![deny(missing_docs)]
 
 pub mod app;
-pub mod direct;
+pub mod backend;
+pub mod bucket;
+mod disk;
 pub mod error;
 pub mod faults;
 pub mod hooks;
 pub mod objects;
 pub mod store;
 
-pub use app::{app, serve, AppState, Site};
+pub use app::{app, AppState, Site};
+pub use backend::Backend;
 pub use store::{Limits, Store};

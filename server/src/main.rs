@@ -116,30 +116,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if cli.max_chunk_size == 0 || cli.max_upload_size == 0 {
         return Err("--max-chunk-size and --max-upload-size must be at least 1".into());
     }
-    if let (Some(endpoint), Some(bucket)) = (cli.s3_endpoint.clone(), cli.s3_bucket.clone()) {
-        let prefix = cli.s3_prefix.clone();
-        return run_direct(cli, endpoint, bucket, prefix, false).await;
+    if cli.hook_url.is_none() && cli.hook_secret.is_some() {
+        return Err("--hook-secret needs --hook-url".into());
     }
-    if let (Some(endpoint), Some(store)) = (cli.s3_endpoint.clone(), cli.store.clone()) {
-        let Some((bucket, prefix)) = store
-            .strip_prefix("s3://")
-            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
-            .filter(|(bucket, _)| !bucket.is_empty())
-        else {
-            return Err(format!(
-                "--store must be s3://bucket or s3://bucket/prefix; got {store:?}"
-            )
-            .into());
-        };
-        let prefix = match prefix {
-            "" => String::new(),
-            p if p.ends_with('/') => p.to_string(),
-            p => format!("{p}/"),
-        };
-        return run_direct(cli, endpoint, bucket.to_string(), prefix, true).await;
+    if cli.hook_timeout.is_zero() {
+        return Err("--hook-timeout must be more than 0".into());
     }
-    if cli.s3_endpoint.is_some() {
-        return Err("--s3-endpoint needs --s3-bucket (direct mode) or --store s3://bucket/prefix (scale-out mode)".into());
+    if let Some(endpoint) = cli.s3_endpoint.clone() {
+        let (bucket, prefix, through) = match (&cli.s3_bucket, &cli.store) {
+            (Some(bucket), _) => (bucket.clone(), cli.s3_prefix.clone(), false),
+            (None, Some(store)) => {
+                let (bucket, prefix) = parse_store(store)?;
+                (bucket, prefix, true)
+            }
+            (None, None) => return Err("--s3-endpoint needs --s3-bucket (direct mode) or --store s3://bucket/prefix (scale-out mode)".into()),
+        };
+        return run_bucket(cli, endpoint, bucket, prefix, through).await;
     }
     let limits = Limits {
         max_upload_size_bytes: cli.max_upload_size,
@@ -150,48 +142,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Store::open(&cli.data_dir, limits)
             .map_err(|e| format!("cannot open --data-dir {}: {e}", cli.data_dir.display()))?,
     );
-    let token = token(&cli);
-    let site = site(&cli);
-    let hooks = match cli.hook_url {
-        Some(url) => {
-            if cli.hook_timeout.is_zero() {
-                return Err("--hook-timeout must be more than 0".into());
-            }
-            let config = chunkwise_server::hooks::HookConfig {
-                url,
-                secret: cli.hook_secret.filter(|s| !s.is_empty()),
-                timeout: cli.hook_timeout,
-                forward_headers: cli.hook_forward_headers,
-            };
-            Some(
-                chunkwise_server::hooks::Hooks::start(config, &cli.data_dir, &store)
-                    .await
-                    .map_err(|e| format!("cannot open the hook outbox: {e}"))?,
-            )
-        }
-        None if cli.hook_secret.is_some() => {
-            return Err("--hook-secret needs --hook-url".into());
-        }
-        None => None,
-    };
-    let router = app(
-        AppState {
-            store: store.clone(),
-            token,
-            hooks: hooks.clone(),
-        },
-        &site,
-    );
+    let completed = store
+        .completed()
+        .await
+        .into_iter()
+        .map(|(upload, completed)| (upload.info(), completed))
+        .collect();
+    let hooks = hooks(&cli, completed).await?;
 
     let expiry_store = store.clone();
+    let expiry_hooks = hooks.clone();
     let sweep_every = (cli.expire_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_every);
         loop {
             tick.tick().await;
             for upload in expiry_store.expire().await {
-                if let Some(hooks) = &hooks {
-                    if let Err(error) = hooks.upload_terminated(&upload, "expired").await {
+                if let Some(hooks) = &expiry_hooks {
+                    if let Err(error) = hooks.upload_terminated(&upload.info(), "expired").await {
                         tracing::error!(id = upload.id(), %error, "post-terminate not stored");
                     }
                 }
@@ -199,11 +167,68 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
+    let site = site(&cli);
+    let router = app(
+        AppState {
+            backend: store,
+            token: token(&cli),
+            hooks,
+        },
+        &site,
+    );
     let data_dir = cli.data_dir.display().to_string();
     serve(cli.listen, router, &site, |addr| {
         tracing::info!(%addr, data_dir, "listening");
     })
     .await
+}
+
+/// `s3://bucket` or `s3://bucket/prefix` as the bucket and a prefix ending in `/`.
+fn parse_store(store: &str) -> Result<(String, String), String> {
+    let Some((bucket, prefix)) = store
+        .strip_prefix("s3://")
+        .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+        .filter(|(bucket, _)| !bucket.is_empty())
+    else {
+        return Err(format!(
+            "--store must be s3://bucket or s3://bucket/prefix; got {store:?}"
+        ));
+    };
+    let prefix = match prefix {
+        "" => String::new(),
+        p if p.ends_with('/') => p.to_string(),
+        p => format!("{p}/"),
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+/// Starts the hooks when `--hook-url` is set, replaying the `post-finish` of `completed`
+/// uploads that never had one.
+async fn hooks(
+    cli: &Cli,
+    completed: Vec<(
+        chunkwise_server::backend::UploadInfo,
+        chunkwise_core::protocol::Completed,
+    )>,
+) -> Result<Option<Arc<chunkwise_server::hooks::Hooks>>, Box<dyn std::error::Error>> {
+    let Some(url) = cli.hook_url.clone() else {
+        return Ok(None);
+    };
+    let config = chunkwise_server::hooks::HookConfig {
+        url,
+        secret: cli.hook_secret.clone().filter(|s| !s.is_empty()),
+        timeout: cli.hook_timeout,
+        forward_headers: cli.hook_forward_headers.clone(),
+    };
+    let hooks = chunkwise_server::hooks::Hooks::start(config, &cli.data_dir, completed)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open the hook outbox in --data-dir {}: {e}",
+                cli.data_dir.display()
+            )
+        })?;
+    Ok(Some(hooks))
 }
 
 /// The bearer token, if one is set.
@@ -256,19 +281,17 @@ async fn serve(
     Ok(())
 }
 
-/// Direct mode: a signer in front of a bucket (see `chunkwise_server::direct`).
-async fn run_direct(
+/// Uploads kept in a bucket: direct mode (a signer; browsers send slices to the bucket)
+/// or scale-out mode (`through`: slices pass through this server into the bucket).
+async fn run_bucket(
     cli: Cli,
     endpoint: String,
     bucket: String,
     prefix: String,
     through: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use chunkwise_server::direct::{self, DirectState};
+    use chunkwise_server::bucket::{self, Bucket};
     use chunkwise_server::objects::{S3Config, S3};
-    if cli.hook_url.is_some() {
-        return Err("--hook-url is not supported with an object store yet".into());
-    }
     let var = |name: &str| {
         std::env::var(name)
             .ok()
@@ -288,16 +311,27 @@ async fn run_direct(
         .check()
         .await
         .map_err(|e| format!("bucket {bucket} at {endpoint}: {e}"))?;
-    let state = std::sync::Arc::new(DirectState {
+    let backend = Arc::new(Bucket {
         store,
+        bucket: bucket.clone(),
         prefix: prefix.clone(),
-        token_key: direct::token_key(&config.secret_access_key, &bucket, &prefix),
+        token_key: bucket::token_key(&config.secret_access_key, &bucket, &prefix),
         min_part_size: cli.s3_min_part_size,
         max_upload_size: cli.max_upload_size,
         through,
     });
+    // The store cannot list completed uploads whose post-finish was never stored; a
+    // client retrying complete queues it again.
+    let hooks = hooks(&cli, Vec::new()).await?;
     let site = site(&cli);
-    let router = chunkwise_server::serve(direct::api(state), token(&cli), &site);
+    let router = app(
+        AppState {
+            backend,
+            token: token(&cli),
+            hooks,
+        },
+        &site,
+    );
     serve(cli.listen, router, &site, |addr| {
         if through {
             tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");

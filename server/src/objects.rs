@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
+use crate::backend::SignedRequest;
 use crate::error::ApiError;
 
 /// One part the store holds.
@@ -33,15 +34,13 @@ pub struct Part {
     pub sha256: Option<[u8; 32]>,
 }
 
-/// A request the browser sends straight to the store.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SignedRequest {
-    /// `PUT`.
-    pub method: String,
-    /// The presigned URL.
-    pub url: String,
-    /// Headers the signature covers; the browser must send exactly these.
-    pub headers: BTreeMap<String, String>,
+/// An object the store holds.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its user metadata (`x-amz-meta-*`).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// What chunkwise needs from an object store.
@@ -100,8 +99,8 @@ pub trait Multipart: Send + Sync + 'static {
         key: &str,
         metadata: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
-    /// The size of the object at `key`, if there is one.
-    fn object_size(&self, key: &str) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
+    /// The object at `key`, if there is one.
+    fn head(&self, key: &str) -> impl Future<Output = Result<Option<Head>, ApiError>> + Send;
 }
 
 /// Where the bucket is and how to reach it.
@@ -454,7 +453,7 @@ impl Multipart for S3 {
         Ok(())
     }
 
-    async fn object_size(&self, key: &str) -> Result<Option<u64>, ApiError> {
+    async fn head(&self, key: &str) -> Result<Option<Head>, ApiError> {
         match self
             .client
             .head_object()
@@ -463,7 +462,15 @@ impl Multipart for S3 {
             .send()
             .await
         {
-            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Ok(head) => Ok(Some(Head {
+                size: head.content_length().unwrap_or(0).max(0) as u64,
+                metadata: head
+                    .metadata()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })),
             Err(SdkError::ServiceError(e))
                 if e.err().code() == Some("NotFound") || e.raw().status().as_u16() == 404 =>
             {

@@ -556,6 +556,7 @@ impl Upload {
             bytes_received: state.bytes_received,
             complete: state.completed.is_some(),
             protocol: chunkwise_core::protocol::VERSION,
+            transfer: chunkwise_core::protocol::Transfer::Server,
             metadata: self.metadata.clone(),
         }
     }
@@ -631,7 +632,7 @@ impl Store {
             completed: Some(Completed {
                 id: meta.id.clone(),
                 size: meta.size,
-                sha256: meta.sha256,
+                sha256: Some(meta.sha256),
                 slices_sha256: meta.slices_sha256,
             }),
         };
@@ -843,7 +844,7 @@ impl Store {
                 ));
             }
             if let Some(expected) = sha256 {
-                if protocol::hex(&expected) != done.sha256 {
+                if done.sha256.as_deref() != Some(protocol::hex(&expected).as_str()) {
                     return Err(ApiError::bad_request(
                         "digest_mismatch",
                         "the SHA-256 given differs from the stored bytes'",
@@ -996,7 +997,7 @@ impl Store {
         let completed = Completed {
             id: meta.id,
             size,
-            sha256: meta.sha256,
+            sha256: Some(meta.sha256),
             slices_sha256: meta.slices_sha256,
         };
         state.size = Some(size);

@@ -155,13 +155,18 @@ async fn server(dir: &std::path::Path, hook_url: &str, timeout: Duration) -> Str
             forward_headers: vec!["x-user".parse().unwrap()],
         },
         dir,
-        &store,
+        store
+            .completed()
+            .await
+            .into_iter()
+            .map(|(upload, completed)| (upload.info(), completed))
+            .collect(),
     )
     .await
     .unwrap();
     let router = app(
         AppState {
-            store,
+            backend: store,
             token: None,
             hooks: Some(hooks),
         },

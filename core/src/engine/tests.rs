@@ -146,6 +146,8 @@ impl SliceSource for VecSource {
 #[derive(Default)]
 struct FakeServer {
     chunk: Cell<u64>,
+    /// The slice size create answers with, instead of the one asked for.
+    chooses_chunk: Cell<Option<u64>>,
     stored: RefCell<BTreeMap<u64, Vec<u8>>>,
     in_flight: Cell<usize>,
     max_in_flight: Cell<usize>,
@@ -173,15 +175,17 @@ fn fail(failure: Failure) -> TransportError {
 impl Transport for FakeServer {
     type Body = std::rc::Rc<Body>;
     async fn create(&self, request: &CreateUpload) -> Result<CreatedUpload, TransportError> {
-        self.chunk.set(request.chunk_size);
+        let chunk = self.chooses_chunk.get().unwrap_or(request.chunk_size);
+        self.chunk.set(chunk);
         *self.metadata.borrow_mut() = request.metadata.clone();
         Ok(CreatedUpload {
             location: "http://test/uploads/abc".into(),
             created: Created {
                 id: "abc".into(),
-                chunk_size: request.chunk_size,
+                chunk_size: chunk,
                 size: request.size,
                 protocol: protocol::VERSION,
+                transfer: protocol::Transfer::Server,
             },
         })
     }
@@ -272,7 +276,7 @@ impl Transport for FakeServer {
         Ok(Completed {
             id: "abc".into(),
             size: bytes.len() as u64,
-            sha256: protocol::hex(&Sha256::digest(&bytes)),
+            sha256: Some(protocol::hex(&Sha256::digest(&bytes))),
             slices_sha256: Some(slices_sha256),
         })
     }
@@ -290,6 +294,7 @@ impl Transport for FakeServer {
             bytes_received: stored.values().map(|b| b.len() as u64).sum(),
             complete: false,
             protocol: protocol::VERSION,
+            transfer: protocol::Transfer::Server,
             metadata: BTreeMap::new(),
         })
     }
@@ -403,6 +408,27 @@ fn every_boundary_size_arrives_byte_identical() {
         assert_eq!(last.bytes_sent, len as u64);
         assert_eq!(last.slices_done, outcome.slices);
     }
+}
+
+#[test]
+fn the_server_may_choose_larger_slices() {
+    let bytes = pattern(5 * CHUNK as usize + 7);
+    let server = FakeServer::default();
+    server.chooses_chunk.set(Some(2 * CHUNK));
+    let outcome = upload(bytes.clone(), CHUNK, 2, &server).0.unwrap();
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(outcome.chunk_size_bytes, 2 * CHUNK);
+    assert_eq!(outcome.slices, 3);
+
+    let server = FakeServer::default();
+    server.chooses_chunk.set(Some(1000));
+    let error = upload(bytes, CHUNK, 2, &server).0.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Protocol);
+    assert!(
+        error.message.contains("chunkSize 1000"),
+        "{}",
+        error.message
+    );
 }
 
 #[test]

@@ -1,0 +1,613 @@
+//! Uploads kept in an S3-compatible bucket, behind the [`Backend`] seam, in one of two
+//! modes.
+//!
+//! **Direct** (`--s3-bucket`): the browser sends slices straight to the store; this server
+//! only signs. **Through** (`--store s3://bucket/prefix`): slices stream through this
+//! server, which passes each to the store as a part with the client's `Content-Digest` as
+//! its SHA-256 checksum, so the store checks it; everything else is the same.
+//!
+//! `POST /uploads` starts a multipart upload whose parts carry SHA-256 checksums. For each
+//! slice the browser asks `POST /uploads/{id}/sign` with the slice's SHA-256 and gets a
+//! presigned `PUT` of that part, valid for minutes, signed just in time (so no URL can
+//! expire in a queue); the store checks the checksum and refuses a corrupted part.
+//! `GET /uploads/{id}` lists the parts the store holds (resuming), `POST /uploads/{id}`
+//! checks every part's size and SHA-256 against the client's digest of all slices and
+//! completes, `DELETE` aborts. The store, not this server, is the source of truth, and the
+//! upload id is a signed token naming the multipart upload, so any number of instances
+//! with the same credentials serve one upload, and one may be killed mid-upload.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chunkwise_core::protocol::{self, Completed, SlicesDigest, Status, Transfer, VERSION};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::backend::{
+    wrong_transfer, Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, SignedRequest,
+    UploadInfo,
+};
+use crate::error::ApiError;
+use crate::objects::{Multipart, Part};
+
+/// S3's limits on multipart uploads.
+const MAX_PARTS: u64 = 10_000;
+const MAX_PART_SIZE: u64 = 5 << 30;
+/// How long a presigned part URL lives. It is signed when the slice is about to go, so
+/// this only has to cover one slice on a slow link.
+const SIGNED_FOR: Duration = Duration::from_secs(60 * 60);
+/// User metadata S3 keeps is at most 2 KiB; chunkwise's goes in one entry, as JSON.
+const MAX_METADATA_JSON_BYTES: usize = 1536;
+
+/// Uploads in a bucket.
+pub struct Bucket<M> {
+    /// The store.
+    pub store: M,
+    /// The bucket's name, for the hooks' events.
+    pub bucket: String,
+    /// Prepended to each upload id to make its object key.
+    pub prefix: String,
+    /// Signs upload tokens; the same for every instance that shares the store.
+    pub token_key: [u8; 32],
+    /// The smallest part the store accepts (all but the last); S3's is 5 MiB.
+    pub min_part_size: u64,
+    /// Largest upload, in bytes.
+    pub max_upload_size: u64,
+    /// Slices pass through this server (scale-out mode) instead of going straight to the
+    /// store.
+    pub through: bool,
+}
+
+/// An upload as its token names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Token {
+    id: String,
+    upload_id: String,
+    chunk_size: u64,
+    size: Option<u64>,
+}
+
+impl<M> Bucket<M> {
+    fn mac(&self, body: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key).expect("any key length");
+        mac.update(body.as_bytes());
+        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    fn seal(&self, token: &Token) -> String {
+        let body = format!(
+            "{}.{}.{}.{}",
+            token.id,
+            URL_SAFE_NO_PAD.encode(&token.upload_id),
+            token.chunk_size,
+            token.size.map_or("u".to_string(), |s| s.to_string())
+        );
+        let mac = self.mac(&body);
+        format!("{body}.{mac}")
+    }
+
+    fn open(&self, text: &str) -> Result<Token, ApiError> {
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "upload_not_found",
+                "no such upload: the id is not one this server (or another sharing its store) gave out",
+            )
+        };
+        let (body, mac) = text.rsplit_once('.').ok_or_else(not_found)?;
+        if !crate::app::constant_time_eq(self.mac(body).as_bytes(), mac.as_bytes()) {
+            return Err(not_found());
+        }
+        let mut fields = body.split('.');
+        let (Some(id), Some(upload), Some(chunk), Some(size), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err(not_found());
+        };
+        Ok(Token {
+            id: id.to_string(),
+            upload_id: URL_SAFE_NO_PAD
+                .decode(upload)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(not_found)?,
+            chunk_size: chunk.parse().map_err(|_| not_found())?,
+            size: match size {
+                "u" => None,
+                s => Some(s.parse().map_err(|_| not_found())?),
+            },
+        })
+    }
+
+    fn key(&self, token: &Token) -> String {
+        format!("{}{}", self.prefix, token.id)
+    }
+}
+
+/// The length of slice `index`, when the size is known.
+fn slice_len(token: &Token, index: u64) -> Option<u64> {
+    let size = token.size?;
+    let start = index.checked_mul(token.chunk_size)?;
+    (start < size).then(|| (size - start).min(token.chunk_size))
+}
+
+/// The slicing of an upload of `size` bytes asked in slices of `chunk`: `chunk` itself, or
+/// larger slices when `chunk` would need more parts than the store takes. A slice smaller
+/// than the store's smallest part is refused, unless it is the only one.
+fn plan_chunk(chunk: u64, size: Option<u64>, min_part_size: u64) -> Result<u64, ApiError> {
+    let one_slice = size.is_some_and(|size| size <= chunk);
+    if (chunk < min_part_size && !one_slice) || chunk > MAX_PART_SIZE {
+        return Err(ApiError::bad_request(
+            "chunk_size_refused",
+            format!(
+                "chunkSize {chunk} is not one the object store accepts: its parts must be from {min_part_size} ({} MiB) to {MAX_PART_SIZE} bytes; use e.g. chunkSize: 8388608",
+                min_part_size >> 20
+            ),
+        ));
+    }
+    let Some(size) = size.filter(|&size| size.div_ceil(chunk) > MAX_PARTS) else {
+        return Ok(chunk);
+    };
+    // Whole MiB, so that the slices stay aligned to what readers and disks like.
+    let larger = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    if larger > MAX_PART_SIZE.min(chunkwise_core::config::MAX_CHUNK_SIZE_BYTES) {
+        return Err(ApiError::upload_too_large(
+            size,
+            MAX_PARTS * MAX_PART_SIZE.min(chunkwise_core::config::MAX_CHUNK_SIZE_BYTES),
+        ));
+    }
+    Ok(larger)
+}
+
+/// Refuses a slice past the store's part limit, past the end, or of the wrong length.
+fn check_slice(token: &Token, index: u64, len: u64) -> Result<(), ApiError> {
+    if index >= MAX_PARTS {
+        return Err(ApiError::bad_request(
+            "too_many_slices",
+            format!("a store upload has at most {MAX_PARTS} parts; use a larger chunkSize"),
+        ));
+    }
+    let expected = match token.size {
+        Some(_) => slice_len(token, index).ok_or_else(|| {
+            ApiError::bad_request(
+                "slice_out_of_range",
+                format!("slice {index} is past the end of the upload"),
+            )
+        })?,
+        None => token.chunk_size,
+    };
+    let wrong = match token.size {
+        Some(_) => len != expected,
+        None => len > expected || len == 0,
+    };
+    if wrong {
+        return Err(ApiError::bad_request(
+            "wrong_slice_size",
+            format!("slice {index} must be {expected} bytes, not {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Metadata as the store keeps it: one `chunkwise` entry of JSON, base64 (S3 metadata is
+/// headers: ASCII, 2 KiB in all).
+fn store_metadata(
+    metadata: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    if metadata.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let json = serde_json::to_string(metadata).unwrap_or_default();
+    if json.len() > MAX_METADATA_JSON_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            format!("an object store keeps at most 2 KiB of metadata: at most {MAX_METADATA_JSON_BYTES} bytes of JSON; this takes {}", json.len()),
+        ));
+    }
+    Ok(BTreeMap::from([(
+        "chunkwise".to_string(),
+        URL_SAFE_NO_PAD.encode(json),
+    )]))
+}
+
+/// The metadata [`store_metadata`] kept, read back.
+fn read_metadata(stored: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    stored
+        .get("chunkwise")
+        .and_then(|b64| URL_SAFE_NO_PAD.decode(b64).ok())
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_default()
+}
+
+impl<M> Bucket<M> {
+    fn transfer(&self) -> Transfer {
+        if self.through {
+            Transfer::Server
+        } else {
+            Transfer::Direct
+        }
+    }
+
+    fn info(&self, id: &str, token: &Token, metadata: BTreeMap<String, String>) -> UploadInfo {
+        UploadInfo {
+            id: id.to_string(),
+            chunk_size: token.chunk_size,
+            metadata,
+            object: Some(format!("s3://{}/{}", self.bucket, self.key(token))),
+        }
+    }
+
+    fn status_of(
+        &self,
+        id: &str,
+        token: &Token,
+        size: Option<u64>,
+        received: Vec<[u64; 2]>,
+        bytes: u64,
+        complete: bool,
+    ) -> Status {
+        Status {
+            id: id.to_string(),
+            chunk_size: token.chunk_size,
+            size,
+            received,
+            bytes_received: bytes,
+            complete,
+            protocol: VERSION,
+            transfer: self.transfer(),
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+impl<M: Multipart> Backend for Bucket<M> {
+    fn transfer(&self) -> Transfer {
+        Bucket::transfer(self)
+    }
+
+    async fn create(&self, upload: NewUpload) -> Result<CreatedUpload, ApiError> {
+        if let Some(size) = upload.size.filter(|&size| size > self.max_upload_size) {
+            return Err(ApiError::upload_too_large(size, self.max_upload_size));
+        }
+        let chunk_size = plan_chunk(upload.chunk_size, upload.size, self.min_part_size)?;
+        let stored = store_metadata(&upload.metadata)?;
+        let token = Token {
+            id: crate::store::new_id()?,
+            upload_id: String::new(),
+            chunk_size,
+            size: upload.size,
+        };
+        let key = self.key(&token);
+        let upload_id = self.store.create(&key, &stored).await?;
+        let token = Token { upload_id, ..token };
+        Ok(CreatedUpload {
+            id: self.seal(&token),
+            chunk_size,
+        })
+    }
+
+    /// `PUT /uploads/{id}` (scale-out mode): the body streams into the store as a part,
+    /// checked there against the slice's digest.
+    async fn put_slice(&self, id: &str, slice: IncomingSlice) -> Result<(), ApiError> {
+        if !self.through {
+            return Err(wrong_transfer(Transfer::Direct));
+        }
+        let token = self.open(id)?;
+        let digest = slice.digest.ok_or_else(|| {
+            ApiError::bad_request(
+                "digest_required",
+                "uploads kept in an object store need each slice's Content-Digest (sha-256), which the store checks: use digest \"sha-256\"",
+            )
+        })?;
+        let len = slice.declared_len.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "a slice needs Content-Length",
+            )
+        })?;
+        check_slice(&token, slice.index, len)?;
+        let body = crate::objects::stream_body(slice.body);
+        self.store
+            .put_part(
+                &self.key(&token),
+                &token.upload_id,
+                (slice.index + 1) as u32,
+                &digest,
+                len,
+                body,
+            )
+            .await
+    }
+
+    async fn sign_slice(
+        &self,
+        id: &str,
+        index: u64,
+        len: u64,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<SignedRequest, ApiError> {
+        if self.through {
+            return Err(wrong_transfer(Transfer::Server));
+        }
+        let token = self.open(id)?;
+        let Some(sha256) = sha256 else {
+            return Err(ApiError::bad_request(
+                "digest_required",
+                "uploads straight to the object store need each slice's SHA-256 (the store checks it): use digest \"sha-256\"",
+            ));
+        };
+        check_slice(&token, index, len)?;
+        self.store
+            .sign_part(
+                &self.key(&token),
+                &token.upload_id,
+                (index + 1) as u32,
+                &sha256,
+                len,
+                SIGNED_FOR,
+            )
+            .await
+    }
+
+    async fn status(&self, id: &str) -> Result<Status, ApiError> {
+        let token = self.open(id)?;
+        let key = self.key(&token);
+        let Some(parts) = self.store.parts(&key, &token.upload_id).await? else {
+            // Completed, or aborted.
+            return match self.store.head(&key).await? {
+                Some(head) => {
+                    Ok(self.status_of(id, &token, Some(head.size), Vec::new(), head.size, true))
+                }
+                None => Err(ApiError::upload_not_found(&token.id)),
+            };
+        };
+        let mut received: Vec<[u64; 2]> = Vec::new();
+        let mut bytes = 0;
+        for part in parts.iter().filter(|p| p.number >= 1) {
+            let index = u64::from(part.number - 1);
+            if slice_len(&token, index).is_some_and(|len| len != part.size) {
+                continue;
+            }
+            bytes += part.size;
+            match received.last_mut() {
+                Some(range) if range[1] == index => range[1] += 1,
+                _ => received.push([index, index + 1]),
+            }
+        }
+        Ok(self.status_of(id, &token, token.size, received, bytes, false))
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        finish: Finish,
+    ) -> Result<(Completed, UploadInfo), ApiError> {
+        let token = self.open(id)?;
+        let key = self.key(&token);
+        let size = match (token.size, finish.size) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                return Err(ApiError::bad_request(
+                    "size_mismatch",
+                    format!("the upload was created with size {ours}, not {theirs}"),
+                ))
+            }
+            (Some(size), _) | (None, Some(size)) => size,
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "size_required",
+                    "complete needs the size of an upload created without one",
+                ))
+            }
+        };
+        let completed = |slices_sha256: Option<String>| Completed {
+            id: id.to_string(),
+            size,
+            // The bytes never rested here: the store checked each part's SHA-256, and the
+            // digest of all of them matched the client's. There is no whole-file hash.
+            sha256: None,
+            slices_sha256,
+        };
+        let theirs = finish.slices_sha256.map(|d| protocol::hex(&d));
+        let Some(parts) = self.store.parts(&key, &token.upload_id).await? else {
+            // Completed already (a retried complete) or aborted.
+            return match self.store.head(&key).await? {
+                Some(head) if head.size == size => Ok((
+                    completed(theirs),
+                    self.info(id, &token, read_metadata(&head.metadata)),
+                )),
+                _ => Err(ApiError::upload_not_found(&token.id)),
+            };
+        };
+        let sized = Token {
+            size: Some(size),
+            ..token.clone()
+        };
+        let count = size.div_ceil(token.chunk_size);
+        let by_number: BTreeMap<u32, &Part> = parts.iter().map(|p| (p.number, p)).collect();
+        let missing: Vec<u64> = (0..count)
+            .filter(|&i| {
+                by_number
+                    .get(&((i + 1) as u32))
+                    .is_none_or(|p| Some(p.size) != slice_len(&sized, i))
+            })
+            .take(10)
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::conflict(
+                "slices_missing",
+                format!("the store lacks slices (or holds them with the wrong size): {missing:?}"),
+            ));
+        }
+        // Every part was checked by the store against the SHA-256 it came with; the digest
+        // of all of them must be the client's digest of what it read.
+        let mut digest = SlicesDigest::new();
+        let mut chosen = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let part = by_number[&((i + 1) as u32)];
+            let Some(sha256) = part.sha256 else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "store_refused",
+                    format!("the store holds part {} without its SHA-256 checksum; this store does not check part checksums", i + 1),
+                ));
+            };
+            digest.push(&sha256);
+            chosen.push(part.clone());
+        }
+        let ours = digest.finish();
+        if theirs
+            .as_ref()
+            .is_some_and(|theirs| !theirs.eq_ignore_ascii_case(&ours))
+        {
+            return Err(ApiError::bad_request(
+                "digest_mismatch",
+                format!(
+                    "the store's slices have digest {ours} but the client's have {}",
+                    theirs.unwrap_or_default()
+                ),
+            ));
+        }
+        if count == 0 {
+            // A multipart upload cannot have zero parts.
+            self.store.abort(&key, &token.upload_id).await?;
+            let metadata = BTreeMap::new();
+            self.store.put_empty(&key, &metadata).await?;
+        } else {
+            self.store.complete(&key, &token.upload_id, &chosen).await?;
+        }
+        let head = self.store.head(&key).await?;
+        if head.as_ref().map(|h| h.size) != Some(size) {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "store_refused",
+                format!(
+                    "the store completed the upload but holds {:?} bytes instead of {size}",
+                    head.map(|h| h.size)
+                ),
+            ));
+        }
+        let metadata = head.map(|h| read_metadata(&h.metadata)).unwrap_or_default();
+        tracing::info!(key, size, "object stored");
+        Ok((completed(Some(ours)), self.info(id, &token, metadata)))
+    }
+
+    async fn delete(&self, id: &str) -> Result<UploadInfo, ApiError> {
+        let token = self.open(id)?;
+        self.store
+            .abort(&self.key(&token), &token.upload_id)
+            .await?;
+        // S3 cannot list a multipart upload's metadata, so the event carries none.
+        Ok(self.info(id, &token, BTreeMap::new()))
+    }
+}
+
+/// The key that signs upload tokens, derived from the store's secret: every instance with
+/// the same credentials accepts the others' tokens, and nobody without them can forge one.
+pub fn token_key(secret_access_key: &str, bucket: &str, prefix: &str) -> [u8; 32] {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret_access_key.as_bytes()).expect("any key length");
+    mac.update(b"chunkwise upload token v1\0");
+    mac.update(bucket.as_bytes());
+    mac.update(b"\0");
+    mac.update(prefix.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> Bucket<()> {
+        Bucket {
+            store: (),
+            bucket: "b".into(),
+            prefix: "p/".into(),
+            token_key: token_key("secret", "b", "p/"),
+            min_part_size: 5 << 20,
+            max_upload_size: 1 << 40,
+            through: false,
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_tampering() {
+        let state = state();
+        let token = Token {
+            id: "abcdefghijklmnopqrstuv".into(),
+            upload_id: "some/upload+id=".into(),
+            chunk_size: 8 << 20,
+            size: Some(12345),
+        };
+        let sealed = state.seal(&token);
+        assert_eq!(state.open(&sealed).unwrap(), token);
+        let unknown = Token {
+            size: None,
+            ..token
+        };
+        assert_eq!(state.open(&state.seal(&unknown)).unwrap(), unknown);
+        let tampered = sealed.replacen("12345", "12346", 1);
+        assert_eq!(
+            state.open(&tampered).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        let other = Bucket {
+            token_key: token_key("other", "b", "p/"),
+            ..state
+        };
+        assert!(
+            other.open(&sealed).is_err(),
+            "another store's key refuses it"
+        );
+    }
+
+    #[test]
+    fn a_file_too_big_for_its_chunk_size_gets_larger_slices() {
+        const MIB: u64 = 1 << 20;
+        let min = 5 * MIB;
+        assert_eq!(
+            plan_chunk(8 * MIB, Some(80_000 * MIB), min).unwrap(),
+            8 * MIB
+        );
+        // 10,001 slices of 8 MiB: the next whole MiB that fits in 10,000 parts.
+        let size = 10_000 * 8 * MIB + 1;
+        let chosen = plan_chunk(8 * MIB, Some(size), min).unwrap();
+        assert_eq!(chosen, 9 * MIB);
+        assert!(size.div_ceil(chosen) <= MAX_PARTS);
+        assert_eq!(plan_chunk(8 * MIB, None, min).unwrap(), 8 * MIB);
+        // Beyond 10,000 slices of the client's largest (1 GiB): refused, not truncated.
+        let error = plan_chunk(8 * MIB, Some(10_000 * 1024 * MIB + 1), min).unwrap_err();
+        assert_eq!(error.code, "upload_too_large");
+    }
+
+    #[test]
+    fn a_small_chunk_size_is_refused_unless_there_is_one_slice() {
+        const MIB: u64 = 1 << 20;
+        let error = plan_chunk(MIB, Some(3 * MIB), 5 * MIB).unwrap_err();
+        assert_eq!(error.code, "chunk_size_refused");
+        assert!(error.message.contains("5242880"), "{}", error.message);
+        assert!(plan_chunk(MIB, None, 5 * MIB).is_err());
+        assert_eq!(plan_chunk(MIB, Some(MIB), 5 * MIB).unwrap(), MIB);
+        assert_eq!(plan_chunk(MIB, Some(0), 5 * MIB).unwrap(), MIB);
+    }
+
+    #[test]
+    fn slice_lengths() {
+        let token = Token {
+            id: String::new(),
+            upload_id: String::new(),
+            chunk_size: 10,
+            size: Some(25),
+        };
+        assert_eq!(slice_len(&token, 0), Some(10));
+        assert_eq!(slice_len(&token, 2), Some(5));
+        assert_eq!(slice_len(&token, 3), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! The local disk behind the [`Backend`] seam: each slice streams to the upload's file at
+//! its offset (see [`crate::store`]).
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use chunkwise_core::protocol::{Completed, Status, Transfer};
+use futures_util::StreamExt as _;
+use sha2::{Digest, Sha256};
+
+use crate::backend::{
+    wrong_transfer, Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, SignedRequest,
+    UploadInfo,
+};
+use crate::error::ApiError;
+use crate::store::{SliceTarget, SliceWriter, Store, Upload};
+
+impl Upload {
+    /// What hooks and logs know of it.
+    pub fn info(&self) -> UploadInfo {
+        UploadInfo {
+            id: self.id().to_string(),
+            chunk_size: self.chunk_size(),
+            metadata: self.metadata().clone(),
+            object: None,
+        }
+    }
+}
+
+impl Backend for Store {
+    fn transfer(&self) -> Transfer {
+        Transfer::Server
+    }
+
+    async fn create(&self, upload: NewUpload) -> Result<CreatedUpload, ApiError> {
+        let limits = self.limits();
+        if upload.chunk_size > limits.max_chunk_size_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "chunk_size_too_large",
+                format!(
+                    "chunkSize {} exceeds the server's limit of {} bytes",
+                    upload.chunk_size, limits.max_chunk_size_bytes
+                ),
+            ));
+        }
+        if let Some(size) = upload
+            .size
+            .filter(|&size| size > limits.max_upload_size_bytes)
+        {
+            return Err(ApiError::upload_too_large(
+                size,
+                limits.max_upload_size_bytes,
+            ));
+        }
+        let created = Store::create(self, upload.chunk_size, upload.size, upload.metadata).await?;
+        Ok(CreatedUpload {
+            id: created.id().to_string(),
+            chunk_size: created.chunk_size(),
+        })
+    }
+
+    async fn status(&self, id: &str) -> Result<Status, ApiError> {
+        self.get(id)?.status().await
+    }
+
+    async fn put_slice(&self, id: &str, slice: IncomingSlice) -> Result<(), ApiError> {
+        let upload = self.get(id)?;
+        let index = slice.index;
+        let lock = upload.slice_lock(index);
+        let result = async {
+            let _guard = lock.lock().await;
+            let (target, already_received) = upload
+                .target(index, self.limits().max_upload_size_bytes)
+                .await?;
+            check_declared_len(index, &target, slice.declared_len)?;
+            let len = if already_received {
+                // Idempotent re-send: check it, but never touch bytes already acknowledged.
+                receive(index, &target, slice.body, slice.digest, None).await?
+            } else {
+                let file = self.open_for_slice(&upload, target.offset).await?;
+                receive(index, &target, slice.body, slice.digest, Some(file)).await?
+            };
+            upload.mark_received(index, len, slice.digest).await
+        }
+        .await;
+        upload.release_slice_lock(index, &lock);
+        if result.is_ok() {
+            upload.hash_ahead();
+        }
+        result
+    }
+
+    async fn sign_slice(
+        &self,
+        _id: &str,
+        _index: u64,
+        _len: u64,
+        _sha256: Option<[u8; 32]>,
+    ) -> Result<SignedRequest, ApiError> {
+        Err(wrong_transfer(Transfer::Server))
+    }
+
+    async fn complete(
+        &self,
+        id: &str,
+        finish: Finish,
+    ) -> Result<(Completed, UploadInfo), ApiError> {
+        let upload = self.get(id)?;
+        let completed = Store::complete(
+            self,
+            &upload,
+            finish.size,
+            finish.sha256,
+            finish.slices_sha256,
+        )
+        .await?;
+        Ok((completed, upload.info()))
+    }
+
+    async fn delete(&self, id: &str) -> Result<UploadInfo, ApiError> {
+        let upload = self.get(id)?;
+        Store::delete(self, &upload).await?;
+        Ok(upload.info())
+    }
+}
+
+fn check_declared_len(
+    index: u64,
+    target: &SliceTarget,
+    declared: Option<u64>,
+) -> Result<(), ApiError> {
+    let Some(declared) = declared else {
+        return Ok(());
+    };
+    let ok = match target.exact_len {
+        Some(exact) => declared == exact,
+        None => (1..=target.max_len).contains(&declared),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match target.exact_len {
+        Some(exact) => format!("exactly {exact} bytes"),
+        None => format!("1 to {} bytes", target.max_len),
+    };
+    Err(ApiError::bad_request(
+        "length_mismatch",
+        format!("slice {index} must be {expected}; Content-Length is {declared}"),
+    ))
+}
+
+/// Streams a slice body to `file` (or nowhere), checking length and digest as it goes.
+async fn receive(
+    index: u64,
+    target: &SliceTarget,
+    body: Body,
+    digest: Option<[u8; 32]>,
+    mut writer: Option<SliceWriter>,
+) -> Result<u64, ApiError> {
+    let mut hasher = digest.map(|_| Sha256::new());
+    let mut received = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let bytes = frame.map_err(|e| {
+            ApiError::bad_request(
+                "body_incomplete",
+                format!("the slice body was cut off after {received} bytes: {e}"),
+            )
+        })?;
+        received += bytes.len() as u64;
+        if received > target.max_len {
+            return Err(ApiError::bad_request(
+                "length_mismatch",
+                format!("slice {index} is longer than its {} bytes", target.max_len),
+            ));
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&bytes);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(bytes).await?;
+        }
+    }
+    let expected_ok = match target.exact_len {
+        Some(exact) => received == exact,
+        None => received >= 1,
+    };
+    if !expected_ok {
+        return Err(ApiError::bad_request(
+            "length_mismatch",
+            format!(
+                "slice {index} has {received} bytes; expected {}",
+                target.exact_len.unwrap_or(target.max_len)
+            ),
+        ));
+    }
+    if let (Some(hasher), Some(expected)) = (hasher, digest) {
+        let actual: [u8; 32] = hasher.finalize().into();
+        if actual != expected {
+            return Err(ApiError::bad_request(
+                "digest_mismatch",
+                format!("slice {index}'s bytes do not match its Content-Digest"),
+            ));
+        }
+    }
+    if let Some(w) = writer {
+        w.finish().await?;
+    }
+    Ok(received)
+}
