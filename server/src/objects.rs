@@ -182,9 +182,9 @@ impl S3 {
                 let code = service.err().code().unwrap_or("unknown");
                 let detail = service.err().message().unwrap_or("");
                 let hint = match code {
-                    "NoSuchBucket" | "NotFound" => format!(": there is no bucket {bucket:?} at {endpoint} (--s3-bucket)"),
+                    "NoSuchBucket" | "NotFound" => format!(": there is no bucket {bucket:?} at {endpoint}"),
                     "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "Forbidden" => {
-                        " : check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that this key may use the bucket".to_string()
+                        ": check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that this key may use the bucket".to_string()
                     }
                     _ => String::new(),
                 };

@@ -2,6 +2,7 @@
 // straight to a real Garage bucket, and what the bucket holds is read back with GetObject
 // (server/examples/s3tool, aws-sdk-s3) and compared with the file by SHA-256.
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { startGarage } from "./garage.mjs";
 import { startProxy } from "./proxy.mjs";
@@ -148,6 +149,94 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       await garage.allowOrigin(server.url);
       await signer.stop();
       proxy.close();
+    }
+  });
+
+  test("without XMLHttpRequest (as in a service worker) the parts go by fetch, still checked by the store", async () => {
+    const file = randomFile(12 * MIB + 5, "fetch.bin");
+    const { page } = await pageWith(file);
+    await page.evaluate(() => { window.XMLHttpRequest = undefined; });
+    const outcome = await upload(page);
+    assert.ok(outcome.result, JSON.stringify(outcome.error));
+    assert.equal(outcome.result.verified, true);
+    assert.deepEqual(outcome.sends, { 0: 1, 1: 1 });
+    assert.deepEqual(await garage.object(outcome.result.id.split(".")[0]), { sha256: file.sha256, size: 12 * MIB + 5 });
+    await page.close();
+  });
+
+  test("hooks with a bucket: pre-create decides, post-finish names the object, an abort is post-terminate", async () => {
+    const events = [];
+    let refuse = false;
+    const receiver = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => { body += d; });
+      req.on("end", () => {
+        const event = JSON.parse(body);
+        events.push(event);
+        if (event.type !== "pre-create") return res.writeHead(204).end();
+        if (refuse) {
+          res.writeHead(403, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ error: { message: "this user's quota is used up" } }));
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ metadata: { ...event.upload.metadata, owner: "user-7" } }));
+      });
+    });
+    await new Promise((ok) => receiver.listen(0, "127.0.0.1", ok));
+    const hooked = await startSigner(garage, garage.endpoint, ["--hook-url", `http://127.0.0.1:${receiver.address().port}/hook`]);
+    const until = async (predicate) => {
+      for (let i = 0; i < 200 && !events.some(predicate); i++) await new Promise((ok) => setTimeout(ok, 50));
+      return events.find(predicate);
+    };
+    try {
+      await garage.allowOrigin(`${server.url},${hooked.url}`);
+      const file = randomFile(6 * MIB + 3, "hooked.bin");
+      const page = await browser.newPage();
+      await page.goto(hooked.url);
+      await page.waitForSelector("body[data-ready=true]");
+      await page.setInputFiles("#file", file.path);
+      const outcome = await upload(page, { metadata: { name: "hooked.bin" } });
+      assert.ok(outcome.result, JSON.stringify(outcome.error));
+      const key = outcome.result.id.split(".")[0];
+      assert.deepEqual(await garage.object(key), { sha256: file.sha256, size: 6 * MIB + 3 });
+      const finished = await until((e) => e.type === "post-finish");
+      assert.ok(finished, `post-finish arrived: ${JSON.stringify(events)}`);
+      assert.equal(finished.upload.id, outcome.result.id);
+      assert.equal(finished.upload.object, `s3://${garage.bucket}/${key}`);
+      assert.equal(finished.upload.size, 6 * MIB + 3);
+      assert.equal(finished.upload.sha256, null);
+      assert.match(finished.upload.slicesSha256, /^[0-9a-f]{64}$/);
+      assert.deepEqual(finished.upload.metadata, { name: "hooked.bin", owner: "user-7" }, "the hook's metadata, read back from the object");
+
+      refuse = true;
+      const refused = await upload(page);
+      assert.equal(refused.error?.code, "http_status");
+      assert.equal(refused.error.status, 403);
+      assert.match(refused.error.message, /quota is used up/);
+      refuse = false;
+
+      await page.setInputFiles("#file", randomFile(40 * MIB, "hooked-cancelled.bin").path);
+      const cancelled = page.evaluate(async () => {
+        const { default: init, Upload } = await import("/pkg/index.js");
+        await init();
+        const controller = new AbortController();
+        const upload = new Upload(document.getElementById("file").files[0], {
+          endpoint: "/uploads", maxInFlight: 1, resume: false, signal: controller.signal,
+          onProgress: (p) => { if (p.slicesDone >= 1) controller.abort(); },
+        });
+        try { await upload.start(); return "finished"; } catch (error) { return error.code; }
+      });
+      assert.equal(await cancelled, "aborted");
+      const terminated = await until((e) => e.type === "post-terminate");
+      assert.ok(terminated, `post-terminate arrived: ${JSON.stringify(events.map((e) => e.type))}`);
+      assert.equal(terminated.reason, "deleted");
+      assert.match(terminated.upload.object, new RegExp(`^s3://${garage.bucket}/`));
+      assert.equal(await garage.multipartUploads(), 0);
+      await page.close();
+    } finally {
+      await garage.allowOrigin(server.url);
+      await hooked.stop();
+      receiver.close();
     }
   });
 
