@@ -5,8 +5,9 @@
 //   node bench/run.mjs --from a.json,b.json   (one table and chart from saved results files)
 //   node --experimental-websocket bench/run.mjs --link slow,wan,lan [--size 40M] [--runs 1]
 //     (over emulated links, page and endpoint on two origins; see bench/links.mjs)
-//   node --experimental-websocket bench/run.mjs --store [--size 256M] [--runs 3]
-//     (object storage: direct to Garage against fetch(File) to Garage; see bench/store.mjs)
+//   node --experimental-websocket bench/run.mjs --store [--over 100m|wan] [--size 256M] [--runs 3]
+//     (object storage: direct to Garage against fetch(File) to Garage, on loopback or over
+//     an emulated link; see bench/store.mjs)
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -23,6 +24,7 @@ const { values: args } = parseArgs({
     from: { type: "string" },
     link: { type: "string" },
     store: { type: "boolean", default: false },
+    over: { type: "string" },
     size: { type: "string" },
   },
 });

@@ -3,7 +3,16 @@
 // to Garage, chunkwise-server only signing), through chunkwise-server in scale-out mode
 // (--store s3://), and by chunkwise to chunkwise-server on disk.
 //
-//   node --experimental-websocket bench/run.mjs --store [--size 256M] [--runs 3]
+//   node --experimental-websocket bench/run.mjs --store [--over 100m|wan] [--size 256M] [--runs 3]
+//
+// On loopback the four share this machine's two cores with Chromium and Garage, and the
+// ratios measure CPU: integrity (a SHA-256 of every slice by the browser, checked again by
+// the store) costs CPU a bare PUT does not spend. `--over` puts an emulated link
+// (tests/e2e/link-proxy.mjs) between the browser and both the store and the servers:
+// `100m` is 100 Mbit/s with a 40 ms round trip, `wan` the link benchmark's 400 Mbit/s,
+// 40 ms, 512 KiB window per connection. There the link is the limit, and the ratios
+// measure what the protocol costs: a sign request and a CORS preflight per part (Garage
+// sends no Access-Control-Max-Age), and the tail.
 //
 // Every upload is read back (GetObject through s3tool, or the server's own SHA-256) and
 // compared by SHA-256. CPU seconds per GiB are Chromium's, the signer's or disk server's,
@@ -13,6 +22,12 @@ import { join } from "node:path";
 import { Chromium } from "./cdp.mjs";
 import { MIB, OUT, median, runMethod, sourceFile, startServer } from "./support.mjs";
 import { startGarage } from "../tests/e2e/garage.mjs";
+import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
+
+const OVER = {
+  "100m": { upBitsPerSecond: 100e6, rttMs: 40 },
+  wan: { upBitsPerSecond: 400e6, rttMs: 40, windowBytes: 512 * 1024 },
+};
 
 const cpu = (pid) => {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
@@ -24,35 +39,42 @@ const resetPeak = (pid) => { try { writeFileSync(`/proc/${pid}/clear_refs`, "5")
 export async function main(args) {
   const size = args.size ? Number.parseFloat(args.size) * { K: 1024, M: MIB, G: 1024 * MIB }[args.size.at(-1).toUpperCase()] : 256 * MIB;
   const runs = args.quick ? 1 : Number(args.runs ?? 3);
+  const over = args.over ? OVER[args.over] : null;
+  if (args.over && !over) throw new Error(`--over must be one of ${Object.keys(OVER).join(", ")}`);
   const garage = await startGarage("bench");
-  const signer = await startServer(["--s3-endpoint", garage.endpoint, "--s3-bucket", garage.bucket, "--s3-region", "garage"],
-    { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey });
-  const through = await startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage", "--allowed-origin", signer.url],
-    { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey });
-  const disk = await startServer(["--allowed-origin", signer.url]);
-  await garage.allowOrigin(signer.url);
+  const creds = { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey };
+  // Over a link, the browser reaches the store through it: presigned URLs name the link.
+  const garageLink = over ? await startLinkProxy(garage.port, over) : null;
+  const storeUrl = garageLink?.url ?? garage.endpoint;
+  const site = await startServer([]);
+  const signer = await startServer(["--s3-endpoint", storeUrl, "--s3-bucket", garage.bucket, "--s3-region", "garage", "--allowed-origin", site.url], creds);
+  const through = await startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage", "--allowed-origin", site.url], creds);
+  const disk = await startServer(["--allowed-origin", site.url]);
+  const links = over ? await Promise.all([signer, through, disk].map((s) => startLinkProxy(Number(new URL(s.url).port), over))) : [];
+  const [signerUrl, throughUrl, diskUrl] = over ? links.map((l) => l.url) : [signer.url, through.url, disk.url];
+  await garage.allowOrigin(site.url);
   const browser = await Chromium.launch();
   const rows = [];
   try {
-    const page = await browser.open(`${signer.url}/`);
+    const page = await browser.open(`${site.url}/`);
     const source = await sourceFile(size);
     await page.setFile("#file", source.path);
     const methods = [
       { name: "fetch(File) PUT to Garage (presigned)", server: null, run: async (run) => {
         const key = `ceiling-${run}`;
-        const { result, error } = await runMethod(page, "presigned", { url: await garage.presignPut(key) });
+        const { result, error } = await runMethod(page, "presigned", { url: await garage.presignPut(key, storeUrl) });
         return { result, error, sha256: result && (await garage.object(key)).sha256 };
       } },
       { name: "chunkwise direct to Garage", server: signer, run: async () => {
-        const { result, error } = await runMethod(page, "chunkwise", {});
+        const { result, error } = await runMethod(page, "chunkwise", {}, signerUrl);
         return { result, error, sha256: result && (await garage.object(result.id.split(".")[0])).sha256 };
       } },
       { name: "chunkwise through chunkwise-server to Garage", server: through, run: async () => {
-        const { result, error } = await runMethod(page, "chunkwise", {}, through.url);
+        const { result, error } = await runMethod(page, "chunkwise", {}, throughUrl);
         return { result, error, sha256: result && (await garage.object(`through/${result.id.split(".")[0]}`)).sha256 };
       } },
       { name: "chunkwise to chunkwise-server on disk", server: disk, run: async () => {
-        const { result, error } = await runMethod(page, "chunkwise", {}, disk.url);
+        const { result, error } = await runMethod(page, "chunkwise", {}, diskUrl);
         return { result, error, sha256: result?.sha256 };
       } },
     ];
@@ -82,12 +104,14 @@ export async function main(args) {
     }
   } finally {
     await browser.close();
-    for (const s of [signer, through, disk]) s.proc.kill();
+    for (const l of [garageLink, ...links]) l?.close();
+    for (const s of [site, signer, through, disk]) s.proc.kill();
     await garage.stop();
   }
   const ceiling = median(rows.filter((r) => r.method.startsWith("fetch") && r.ok).map((r) => r.mibPerSecond));
   const lines = [
-    `${(size / MIB).toFixed(0)} MiB, median of ${runs} interleaved run(s) (min–max), ${new Date().toISOString().slice(0, 10)}:`,
+    `${(size / MIB).toFixed(0)} MiB, ${over ? `over ${args.over} (${over.upBitsPerSecond / 1e6} Mbit/s, ${over.rttMs} ms${over.windowBytes ? `, ${over.windowBytes / 1024} KiB window` : ""})` : "loopback"}, ` +
+      `page and endpoints on two origins, median of ${runs} interleaved run(s) (min–max), ${new Date().toISOString().slice(0, 10)}:`,
     "",
     "| method | MiB/s | × fetch(File) PUT to Garage | CPU s/GiB: Chromium / chunkwise-server / Garage | chunkwise-server peak RSS |",
     "|---|--:|--:|--:|--:|",
@@ -99,7 +123,8 @@ export async function main(args) {
     const m = (f) => median(rs.map(f));
     const server = rs[0].cpu.server == null ? "–" : m((r) => r.cpu.server).toFixed(1);
     const rss = rs[0].serverPeakRss == null ? "–" : `${(Math.max(...rs.map((r) => r.serverPeakRss)) / MIB).toFixed(1)} MiB`;
-    lines.push(`| ${name} | ${median(speeds).toFixed(0)} (${Math.min(...speeds).toFixed(0)}–${Math.max(...speeds).toFixed(0)}) | ` +
+    const f = (v) => v.toFixed(median(speeds) < 100 ? 1 : 0);
+    lines.push(`| ${name} | ${f(median(speeds))} (${f(Math.min(...speeds))}–${f(Math.max(...speeds))}) | ` +
       `${(median(speeds) / ceiling).toFixed(2)} | ${m((r) => r.cpu.chromium).toFixed(1)} / ${server} / ${m((r) => r.cpu.garage).toFixed(1)} | ${rss} |`);
   }
   const text = lines.join("\n");

@@ -65,8 +65,10 @@ export async function startGarage(bucket = "uploads") {
   const tool = (...args) => run(join(ROOT, "target/release/examples/s3tool"), args, { env }).then((r) => r.stdout.trim());
   return {
     endpoint, port: s3, bucket, accessKeyId, secretAccessKey, env, garage, pid: proc.pid,
-    /** A presigned PutObject URL for `key`. */
-    presignPut: (key) => tool("presign-put", bucket, key),
+    /** A presigned PutObject URL for `key`, at `at` (the store, or a proxy in front of it). */
+    presignPut: (key, at = endpoint) =>
+      run(join(ROOT, "target/release/examples/s3tool"), ["presign-put", bucket, key], { env: { ...env, S3_ENDPOINT: at } })
+        .then((r) => r.stdout.trim()),
     /** The bucket's CORS rule for `origin`, through the S3 API. */
     allowOrigin: (origin) => tool("cors", bucket, origin),
     /** `{ sha256, size }` of an object, read back with GetObject. */
