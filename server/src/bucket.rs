@@ -501,11 +501,18 @@ impl<M: Multipart> Backend for Bucket<M> {
 
     async fn delete(&self, id: &str) -> Result<UploadInfo, ApiError> {
         let token = self.open(id)?;
-        self.store
-            .abort(&self.key(&token), &token.upload_id)
-            .await?;
-        // S3 cannot list a multipart upload's metadata, so the event carries none.
-        Ok(self.info(id, &token, BTreeMap::new()))
+        let key = self.key(&token);
+        self.store.abort(&key, &token.upload_id).await?;
+        // Complete or not, the upload goes: the key is this upload's own.
+        let metadata = match self.store.head(&key).await? {
+            Some(head) => {
+                self.store.delete_object(&key).await?;
+                read_metadata(&head.metadata)
+            }
+            // S3 cannot list an unfinished upload's metadata, so the event carries none.
+            None => BTreeMap::new(),
+        };
+        Ok(self.info(id, &token, metadata))
     }
 }
 

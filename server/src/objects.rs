@@ -93,6 +93,8 @@ pub trait Multipart: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Deletes the object at `key`, if there is one.
+    fn delete_object(&self, key: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// Stores an empty object (a multipart upload cannot have zero parts).
     fn put_empty(
         &self,
@@ -435,6 +437,17 @@ impl Multipart for S3 {
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => Ok(()),
             Err(e) => Err(self.explain(&e, "aborting the multipart upload")),
         }
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), ApiError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.explain(&e, "deleting the object"))?;
+        Ok(())
     }
 
     async fn put_empty(

@@ -208,6 +208,15 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       assert.match(finished.upload.slicesSha256, /^[0-9a-f]{64}$/);
       assert.deepEqual(finished.upload.metadata, { name: "hooked.bin", owner: "user-7" }, "the hook's metadata, read back from the object");
 
+      // DELETE removes a completed upload too: the object goes, and the event says so.
+      const status = await page.evaluate((id) => fetch(`/uploads/${id}`, { method: "DELETE" }).then((r) => r.status), outcome.result.id);
+      assert.equal(status, 204);
+      assert.ok(!(await garage.keys()).includes(key), "the object is gone");
+      const deleted = await until((e) => e.type === "post-terminate" && e.upload.id === outcome.result.id);
+      assert.equal(deleted?.reason, "deleted");
+      assert.deepEqual(deleted.upload.metadata, { name: "hooked.bin", owner: "user-7" });
+      events.length = 0;
+
       refuse = true;
       const refused = await upload(page);
       assert.equal(refused.error?.code, "http_status");
