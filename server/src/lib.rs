@@ -1,4 +1,5 @@
-//! chunkwise-server: receives slices in any order and streams each to disk at its offset.
+//! chunkwise-server: receives slices in any order and streams each to where uploads are
+//! kept (a local disk, or an S3-compatible bucket), behind one [`Backend`] seam.
 #![deny(missing_docs)]
 
 pub mod app;

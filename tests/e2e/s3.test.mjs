@@ -164,6 +164,28 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
     await page.close();
   });
 
+  test("a ReadableStream of unknown length goes straight to the bucket; so does an empty one", async () => {
+    for (const size of [11 * MIB + 7, 0]) {
+      const file = randomFile(size, `stream-${size}.bin`);
+      const { page } = await pageWith(file);
+      const outcome = await page.evaluate(async () => {
+        const { default: init, Upload } = await import("/pkg/index.js");
+        await init();
+        const stream = document.getElementById("file").files[0].stream();
+        try {
+          return { result: await new Upload(stream, { endpoint: "/uploads", chunkSize: 5 * 1024 * 1024 }).start() };
+        } catch (error) {
+          return { error: `${error.code}: ${error.message}` };
+        }
+      });
+      assert.ok(outcome.result, outcome.error);
+      assert.equal(outcome.result.size, size);
+      assert.equal(outcome.result.verified, true);
+      assert.deepEqual(await garage.object(outcome.result.id.split(".")[0]), { sha256: file.sha256, size });
+      await page.close();
+    }
+  });
+
   test("hooks with a bucket: pre-create decides, post-finish names the object, an abort is post-terminate", async () => {
     const events = [];
     let refuse = false;
