@@ -7,10 +7,7 @@ use chunkwise_core::protocol::{Completed, Status, Transfer};
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
-use crate::backend::{
-    wrong_transfer, Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, SignedRequest,
-    UploadInfo,
-};
+use crate::backend::{Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, UploadInfo};
 use crate::error::ApiError;
 use crate::store::{SliceTarget, SliceWriter, Store, Upload};
 
@@ -88,16 +85,6 @@ impl Backend for Store {
             upload.hash_ahead();
         }
         result
-    }
-
-    async fn sign_slice(
-        &self,
-        _id: &str,
-        _index: u64,
-        _len: u64,
-        _sha256: Option<[u8; 32]>,
-    ) -> Result<SignedRequest, ApiError> {
-        Err(wrong_transfer(Transfer::Server))
     }
 
     async fn complete(

@@ -408,44 +408,41 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 /// The `post-finish` event of a completed upload. Its `eventId` is the same however often
 /// `complete` is repeated, so that a receiver sees one event per upload.
 pub fn finished(upload: &UploadInfo, completed: &chunkwise_core::protocol::Completed) -> Value {
-    let mut event = json!({
-        "type": "post-finish",
-        "eventId": format!("post-finish-{}", upload.id),
-        "createdAt": unix_seconds(),
-        "upload": {
-            "id": upload.id,
-            "size": completed.size,
-            "chunkSize": upload.chunk_size,
-            "metadata": upload.metadata,
-            "sha256": completed.sha256,
-            "slicesSha256": completed.slices_sha256,
-            "location": format!("/uploads/{}", upload.id),
-        },
+    let described = json!({
+        "size": completed.size,
+        "sha256": completed.sha256,
+        "slicesSha256": completed.slices_sha256,
     });
-    if let Some(object) = &upload.object {
-        event["upload"]["object"] = object.as_str().into();
-    }
-    event
+    event("post-finish", upload, described)
 }
 
 /// The `post-terminate` event of an upload removed for `reason` (`deleted`, `expired`).
 fn terminated(upload: &UploadInfo, reason: &str) -> Value {
-    let mut event = json!({
-        "type": "post-terminate",
-        "eventId": format!("post-terminate-{}", upload.id),
-        "createdAt": unix_seconds(),
-        "reason": reason,
-        "upload": {
-            "id": upload.id,
-            "chunkSize": upload.chunk_size,
-            "metadata": upload.metadata,
-            "location": format!("/uploads/{}", upload.id),
-        },
+    let mut event = event("post-terminate", upload, json!({}));
+    event["reason"] = reason.into();
+    event
+}
+
+/// An event of type `kind` about `upload`, described by its own fields and `more`.
+fn event(kind: &str, upload: &UploadInfo, more: Value) -> Value {
+    let mut described = json!({
+        "id": upload.id,
+        "chunkSize": upload.chunk_size,
+        "metadata": upload.metadata,
+        "location": format!("/uploads/{}", upload.id),
     });
     if let Some(object) = &upload.object {
-        event["upload"]["object"] = object.as_str().into();
+        described["object"] = object.as_str().into();
     }
-    event
+    if let (Some(fields), Value::Object(more)) = (described.as_object_mut(), more) {
+        fields.extend(more);
+    }
+    json!({
+        "type": kind,
+        "eventId": format!("{kind}-{}", upload.id),
+        "createdAt": unix_seconds(),
+        "upload": described,
+    })
 }
 
 /// 128 random bits, hex.
