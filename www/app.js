@@ -313,14 +313,16 @@ async function start() {
 function showResult(result) {
   $("elapsed").textContent = `${(result.elapsedMs / 1000).toFixed(2)} s`;
   $("average").textContent = formatRate(result.size / Math.max(result.elapsedMs, 1) * 1000);
-  $("upload-id").textContent = `${result.id} — ${formatBytes(result.size)} in ${result.slices} slices`;
-  $("server-sha").textContent = result.sha256;
+  $("upload-id").textContent = `${result.id} — ${formatBytes(result.size)} in ${result.slices} slices of ${formatBytes(result.chunkSize)}`;
+  // Null when the slices went straight to an object store: no server saw the whole file.
+  const direct = result.sha256 === null;
+  $("server-sha").textContent = direct ? "none (straight to the object store)" : result.sha256;
   $("checked").textContent = result.verified
-    ? `SHA-256 of all ${result.slices} slices, computed in this browser, matched on the server`
+    ? `SHA-256 of all ${result.slices} slices, computed in this browser, matched ${direct ? "by the object store, part by part" : "on the server"}`
     : "nothing (digests off)";
   const verdict = $("verdict");
   if (result.verified) {
-    verdict.textContent = "✓ Verified: the server holds exactly the bytes of this file.";
+    verdict.textContent = `✓ Verified: the ${direct ? "bucket" : "server"} holds exactly the bytes of this file.`;
     verdict.className = "verdict match";
   } else {
     verdict.textContent = "Digests were off: the server's SHA-256 is shown, but nothing was compared.";

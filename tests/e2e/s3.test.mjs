@@ -126,6 +126,24 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
     await page.close();
   });
 
+  test("the demo page uploads straight to the bucket and says who checked the bytes", async () => {
+    const file = randomFile(20 * MIB + 9, "demo.bin");
+    const { page, errors } = await pageWith(file);
+    await page.selectOption("#chunk-size", String(1 * MIB));
+    await page.click("#start");
+    await page.waitForSelector("body[data-state=error]", { timeout: 60_000 });
+    assert.match(await page.locator("#error").textContent(), /chunkSize 1048576 is not one the object store accepts/);
+    await page.selectOption("#chunk-size", String(8 * MIB));
+    await page.click("#start");
+    await page.waitForSelector("body[data-state=done]", { timeout: 120_000 });
+    assert.match(await page.locator("#verdict").textContent(), /the bucket holds exactly the bytes/);
+    assert.match(await page.locator("#checked").textContent(), /all 3 slices.*by the object store/);
+    const id = (await page.locator("#upload-id").textContent()).split(" ")[0];
+    assert.deepEqual(await garage.object(id.split(".")[0]), { sha256: file.sha256, size: 20 * MIB + 9 });
+    assert.deepEqual(errors.filter((e) => !/favicon|400/.test(e)), []);
+    await page.close();
+  });
+
   test("a part corrupted on the way is refused by the store and sent again from the file", async () => {
     const proxy = await startProxy(garage.port);
     const signer = await startSigner(garage, proxy.url);
@@ -332,6 +350,28 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       await page.close();
     } finally {
       await garage.allowOrigin(server.url);
+    }
+
+    // A file too big for 10,000 slices of its chunkSize gets larger slices; one too big for
+    // 10,000 of the client's largest (1 GiB) is refused.
+    const big = await startSigner(garage, garage.endpoint, ["--max-upload-size", String(2 ** 44)]);
+    try {
+      const create = (size) => fetch(`${big.url}/uploads`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ chunkSize: 8 * MIB, size }),
+      });
+      const created = await create(10_000 * 8 * MIB + 1);
+      assert.equal(created.status, 201);
+      const body = await created.json();
+      assert.equal(body.chunkSize, 9 * MIB);
+      assert.equal(body.transfer, "direct");
+      assert.equal((await fetch(`${big.url}/uploads/${body.id}`, { method: "DELETE" })).status, 204);
+      assert.equal((await fetch(`${big.url}/uploads/${body.id}`)).status, 404, "aborted");
+      const refused = await create(10_000 * 1024 * MIB + 1);
+      assert.equal(refused.status, 413);
+      assert.equal((await refused.json()).error.code, "upload_too_large");
+    } finally {
+      await big.stop();
     }
 
     // A server that cannot use its store does not start (it says why on stderr).
