@@ -165,9 +165,25 @@ impl S3 {
     /// Checks at start that the bucket exists and the credentials may use it, so that a
     /// wrong setting fails there, in words, and not on the first upload.
     pub async fn check(&self) -> Result<(), String> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(self.explain(&error, "reaching the bucket").message),
+        let head = self.client.head_bucket().bucket(&self.bucket).send().await;
+        let Err(error) = head else {
+            return Ok(());
+        };
+        if error.raw_response().is_none() {
+            return Err(self.explain(&error, "reaching the bucket").message);
+        }
+        // A HEAD answer has no body to say why; a listing's error does (a wrong region,
+        // for one, is only named there).
+        match self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .send()
+            .await
+        {
+            Ok(_) => Err(self.explain(&error, "reaching the bucket").message),
+            Err(listing) => Err(self.explain(&listing, "listing the bucket").message),
         }
     }
 
@@ -187,6 +203,9 @@ impl S3 {
                     "NoSuchBucket" | "NotFound" => format!(": there is no bucket {bucket:?} at {endpoint}"),
                     "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "Forbidden" => {
                         ": check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that this key may use the bucket".to_string()
+                    }
+                    "AuthorizationHeaderMalformed" | "InvalidRegion" => {
+                        ": check --s3-region, which the store's signatures must name (Garage's is in its s3_region setting, \"garage\" in its examples)".to_string()
                     }
                     _ => String::new(),
                 };

@@ -381,6 +381,7 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
     assert.match(await starts(["--s3-endpoint", garage.endpoint, "--s3-bucket", garage.bucket, "--s3-region", "garage"],
       { ...creds, AWS_SECRET_ACCESS_KEY: "0".repeat(64) }), /exited with 1/, "wrong credentials");
     assert.match(await starts(["--s3-endpoint", "http://127.0.0.1:9", "--store", `s3://${garage.bucket}`, "--s3-region", "garage"], creds), /exited with 1/, "an unreachable store");
+    assert.match(await starts(["--s3-endpoint", garage.endpoint, "--s3-bucket", garage.bucket, "--s3-region", "us-east-1"], creds), /exited with 1/, "the wrong region");
   });
 });
 
