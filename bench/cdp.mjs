@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { reaped } from "./children.mjs";
 
 const FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
   "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -16,13 +17,14 @@ const FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
 export class Chromium {
   static async launch() {
     const profile = mkdtempSync(join(tmpdir(), "chunkwise-bench-profile-"));
-    const proc = spawn("/usr/bin/chromium", [...FLAGS, `--user-data-dir=${profile}`, "about:blank"], { stdio: "ignore" });
+    const proc = reaped(spawn("/usr/bin/chromium", [...FLAGS, `--user-data-dir=${profile}`, "about:blank"], { stdio: "ignore" }));
     let endpoint;
     for (let i = 0; i < 200 && !endpoint; i++) {
       await new Promise((r) => setTimeout(r, 50));
       try {
-        const [port, path] = readFileSync(join(profile, "DevToolsActivePort"), "utf8").trim().split("\n");
-        endpoint = `ws://127.0.0.1:${port}${path}`;
+        // Chromium may be caught writing it: take it only with both lines whole.
+        const [port, path] = readFileSync(join(profile, "DevToolsActivePort"), "utf8").split("\n");
+        if (/^\d+$/.test(port) && /^\/devtools\/browser\/[0-9a-f-]{36}$/.test(path?.trim())) endpoint = `ws://127.0.0.1:${port}${path.trim()}`;
       } catch { /* not yet */ }
     }
     if (!endpoint) throw new Error("Chromium did not open its DevTools port");

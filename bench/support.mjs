@@ -5,6 +5,7 @@ import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdte
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { reaped } from "./children.mjs";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 export const OUT = join(ROOT, "target/bench");
@@ -38,7 +39,7 @@ export function pageDir() {
 
 export async function startTus() {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-tus-"));
-  const proc = spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] });
+  const proc = reaped(spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] }));
   const url = await new Promise((ok, fail) => {
     proc.once("exit", (code) => fail(new Error(`tus server exited ${code}`)));
     createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
@@ -48,10 +49,10 @@ export async function startTus() {
 
 export async function startServer(extraArgs = [], env = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-data-"));
-  const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
+  const proc = reaped(spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", process.env.BENCH_PKG ?? join(ROOT, "pkg"),
     "--max-chunk-size", String(64 * 1024 * MIB), ...extraArgs,
-  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn", ...env } });
+  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn", ...env } }));
   const url = await new Promise((ok, fail) => {
     proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
     createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });

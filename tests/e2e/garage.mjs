@@ -41,6 +41,10 @@ export async function startGarage(bucket = "uploads") {
     "",
   ].join("\n"));
   const proc = spawn("garage", ["-c", config, "server"], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+  // Dies with its starter, even one that crashed before stop().
+  const reap = () => proc.kill("SIGKILL");
+  process.once("exit", reap);
+  proc.once("exit", () => process.off("exit", reap));
   let log = "";
   proc.stderr.on("data", (d) => { log = (log + d).slice(-4000); });
   const garage = (...args) => run("garage", ["-c", config, ...args]).then((r) => r.stdout);
