@@ -267,6 +267,17 @@ impl<M> Bucket<M> {
     }
 }
 
+impl<M: Multipart> Bucket<M> {
+    /// The parts of the upload's multipart upload; `None` when there is none (completed,
+    /// aborted, or an empty file stored at create).
+    async fn parts(&self, key: &str, token: &Token) -> Result<Option<Vec<Part>>, ApiError> {
+        if token.upload_id.is_empty() {
+            return Ok(None);
+        }
+        self.store.parts(key, &token.upload_id).await
+    }
+}
+
 impl<M: Multipart> Backend for Bucket<M> {
     fn transfer(&self) -> Transfer {
         Bucket::transfer(self)
@@ -285,7 +296,14 @@ impl<M: Multipart> Backend for Bucket<M> {
             size: upload.size,
         };
         let key = self.key(&token);
-        let upload_id = self.store.create(&key, &stored).await?;
+        let upload_id = if upload.size == Some(0) {
+            // A multipart upload cannot have zero parts, and its metadata cannot be read
+            // back: an empty file is stored whole, with its metadata, at once.
+            self.store.put_empty(&key, &stored).await?;
+            String::new()
+        } else {
+            self.store.create(&key, &stored).await?
+        };
         let token = Token { upload_id, ..token };
         Ok(CreatedUpload {
             id: self.seal(&token),
@@ -360,7 +378,7 @@ impl<M: Multipart> Backend for Bucket<M> {
     async fn status(&self, id: &str) -> Result<Status, ApiError> {
         let token = self.open(id)?;
         let key = self.key(&token);
-        let Some(parts) = self.store.parts(&key, &token.upload_id).await? else {
+        let Some(parts) = self.parts(&key, &token).await? else {
             // Completed, or aborted.
             return match self.store.head(&key).await? {
                 Some(head) => {
@@ -416,7 +434,7 @@ impl<M: Multipart> Backend for Bucket<M> {
             slices_sha256,
         };
         let theirs = finish.slices_sha256.map(|d| protocol::hex(&d));
-        let Some(parts) = self.store.parts(&key, &token.upload_id).await? else {
+        let Some(parts) = self.parts(&key, &token).await? else {
             // Completed already (a retried complete) or aborted.
             return match self.store.head(&key).await? {
                 Some(head) if head.size == size => Ok((
@@ -502,7 +520,9 @@ impl<M: Multipart> Backend for Bucket<M> {
     async fn delete(&self, id: &str) -> Result<UploadInfo, ApiError> {
         let token = self.open(id)?;
         let key = self.key(&token);
-        self.store.abort(&key, &token.upload_id).await?;
+        if !token.upload_id.is_empty() {
+            self.store.abort(&key, &token.upload_id).await?;
+        }
         // Complete or not, the upload goes: the key is this upload's own.
         let metadata = match self.store.head(&key).await? {
             Some(head) => {

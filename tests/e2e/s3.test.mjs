@@ -248,6 +248,17 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       assert.match(finished.upload.slicesSha256, /^[0-9a-f]{64}$/);
       assert.deepEqual(finished.upload.metadata, { name: "hooked.bin", owner: "user-7" }, "the hook's metadata, read back from the object");
 
+      // An empty file keeps its metadata too (it is stored whole at create).
+      const emptyFile = randomFile(0, "empty.bin");
+      await page.setInputFiles("#file", emptyFile.path);
+      const empty = await upload(page, { metadata: { name: "empty.bin" }, resume: false });
+      assert.ok(empty.result, JSON.stringify(empty.error));
+      assert.deepEqual(await garage.object(empty.result.id.split(".")[0]), { sha256: emptyFile.sha256, size: 0 });
+      const emptyFinished = await until((e) => e.type === "post-finish" && e.upload.id === empty.result.id);
+      assert.deepEqual(emptyFinished?.upload.metadata, { name: "empty.bin", owner: "user-7" });
+      assert.equal(emptyFinished.upload.size, 0);
+      await page.setInputFiles("#file", file.path);
+
       // DELETE removes a completed upload too: the object goes, and the event says so.
       const status = await page.evaluate((id) => fetch(`/uploads/${id}`, { method: "DELETE" }).then((r) => r.status), outcome.result.id);
       assert.equal(status, 204);
