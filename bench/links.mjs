@@ -13,10 +13,10 @@
 // rate, requests per slice, preflights, when the progress value first moved, and the
 // longest time it then stood still (until the upload's end).
 // BENCH_PKG=DIR measures another build of the package; --only REGEX picks methods.
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Chromium } from "./cdp.mjs";
-import { MIB, OUT, median, runMethod, sourceFile, startServer, startTus } from "./support.mjs";
+import { MIB, OUT, median, parseSize, report, runMethod, sourceFile, startServer, startTus } from "./support.mjs";
 import { LINKS, emulateLink, firstMoveMs, longestStillMs } from "../tests/e2e/link.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
@@ -127,7 +127,7 @@ export async function main(names, args) {
     for (const name of names) {
       const link = BENCH_LINKS[name];
       if (!link) throw new Error(`unknown link ${name}; known: ${Object.keys(BENCH_LINKS).join(", ")}`);
-      const size = args.size ? Number.parseFloat(args.size) * { K: 1024, M: MIB, G: 1024 * MIB }[args.size.at(-1).toUpperCase()] : link.size;
+      const size = args.size ? parseSize(args.size) : link.size;
       const rows = await runLink(browser, link, size, args.quick ? 1 : runs, methods);
       all.push(...rows);
       tables.push(table(name, size, rows, methods));
@@ -135,12 +135,5 @@ export async function main(names, args) {
   } finally {
     await browser.close();
   }
-  const text = tables.join("\n\n");
-  writeFileSync(join(OUT, "links.md"), text + "\n");
-  writeFileSync(join(OUT, "links.json"), JSON.stringify(all, null, 2));
-  console.log("\n" + text + `\n\nresults in ${OUT}/links.{md,json}`);
-  const failed = all.filter((r) => !r.ok).length;
-  console.log(`# pass ${all.length - failed}`);
-  console.log(`# fail ${failed}`);
-  process.exitCode = failed ? 1 : 0;
+  report("links", tables.join("\n\n"), all);
 }

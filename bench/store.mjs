@@ -18,9 +18,8 @@
 // compared by SHA-256. CPU seconds per GiB are Chromium's, the signer's or disk server's,
 // and Garage's; server RSS is the peak of the chunkwise-server involved.
 import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { Chromium } from "./cdp.mjs";
-import { MIB, OUT, median, runMethod, sourceFile, startServer } from "./support.mjs";
+import { MIB, median, parseSize, report, runMethod, sourceFile, startServer } from "./support.mjs";
 import { startGarage } from "../tests/e2e/garage.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
@@ -37,7 +36,7 @@ const peakRss = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").matc
 const resetPeak = (pid) => { try { writeFileSync(`/proc/${pid}/clear_refs`, "5"); } catch { /* not allowed */ } };
 
 export async function main(args) {
-  const size = args.size ? Number.parseFloat(args.size) * { K: 1024, M: MIB, G: 1024 * MIB }[args.size.at(-1).toUpperCase()] : 256 * MIB;
+  const size = args.size ? parseSize(args.size) : 256 * MIB;
   const runs = args.quick ? 1 : Number(args.runs ?? 3);
   const over = args.over ? OVER[args.over] : null;
   if (args.over && !over) throw new Error(`--over must be one of ${Object.keys(OVER).join(", ")}`);
@@ -127,12 +126,5 @@ export async function main(args) {
     lines.push(`| ${name} | ${f(median(speeds))} (${f(Math.min(...speeds))}–${f(Math.max(...speeds))}) | ` +
       `${(median(speeds) / ceiling).toFixed(2)} | ${m((r) => r.cpu.chromium).toFixed(1)} / ${server} / ${m((r) => r.cpu.garage).toFixed(1)} | ${rss} |`);
   }
-  const text = lines.join("\n");
-  writeFileSync(join(OUT, "store.md"), text + "\n");
-  writeFileSync(join(OUT, "store.json"), JSON.stringify(rows, null, 2));
-  console.log("\n" + text + `\n\nresults in ${OUT}/store.{md,json}`);
-  const failed = rows.filter((r) => !r.ok).length;
-  console.log(`# pass ${rows.length - failed}`);
-  console.log(`# fail ${failed}`);
-  process.exitCode = failed ? 1 : 0;
+  report("store", lines.join("\n"), rows);
 }

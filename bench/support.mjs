@@ -1,7 +1,7 @@
 // What the benchmark's modes share: source files, the servers, the page's directory.
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -58,6 +58,26 @@ export async function startServer(extraArgs = [], env = {}) {
     createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
   });
   return { url, proc, dataDir };
+}
+
+/** "256M", "1G", "40K" as bytes. */
+export const parseSize = (s) => Number.parseFloat(s) * { K: 1024, M: MIB, G: 1024 * MIB }[s.at(-1).toUpperCase()];
+
+/** Prints one line per run for the test command's summary; a failed run sets the exit code. */
+export function tally(results) {
+  const failed = results.filter((r) => !r.ok).length;
+  console.log(`# pass ${results.length - failed}`);
+  console.log(`# fail ${failed}`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+/** Writes `target/bench/{name}.md` (the table `text`) and `{name}.json` (`rows`), prints the
+ * table, and tallies the runs. */
+export function report(name, text, rows) {
+  writeFileSync(join(OUT, `${name}.md`), text + "\n");
+  writeFileSync(join(OUT, `${name}.json`), JSON.stringify(rows, null, 2));
+  console.log("\n" + text + `\n\nresults in ${OUT}/${name}.{md,json}`);
+  tally(rows);
 }
 
 export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
