@@ -98,7 +98,8 @@ pub trait Backend: Send + Sync + 'static {
     /// What the upload holds.
     fn status(&self, id: &str) -> impl Future<Output = Result<Status, ApiError>> + Send;
 
-    /// Receives one slice (when [`Backend::transfer`] is [`Transfer::Server`]).
+    /// Receives one slice. The HTTP layer calls it only when [`Backend::transfer`] is
+    /// [`Transfer::Server`].
     fn put_slice(
         &self,
         id: &str,
@@ -106,7 +107,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Signs the request that sends slice `index` (`len` bytes, this SHA-256) straight to
-    /// the store (when [`Backend::transfer`] is [`Transfer::Direct`]).
+    /// the store. The HTTP layer calls it only when [`Backend::transfer`] is
+    /// [`Transfer::Direct`].
     fn sign_slice(
         &self,
         _id: &str,

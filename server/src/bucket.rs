@@ -27,8 +27,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::backend::{
-    wrong_transfer, Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, SignedRequest,
-    UploadInfo,
+    Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, SignedRequest, UploadInfo,
 };
 use crate::error::ApiError;
 use crate::objects::{Multipart, Part};
@@ -226,15 +225,7 @@ fn read_metadata(stored: &BTreeMap<String, String>) -> BTreeMap<String, String> 
         .unwrap_or_default()
 }
 
-impl<M> Bucket<M> {
-    fn transfer(&self) -> Transfer {
-        if self.through {
-            Transfer::Server
-        } else {
-            Transfer::Direct
-        }
-    }
-
+impl<M: Multipart> Bucket<M> {
     fn info(&self, id: &str, token: &Token, metadata: BTreeMap<String, String>) -> UploadInfo {
         UploadInfo {
             id: id.to_string(),
@@ -265,9 +256,7 @@ impl<M> Bucket<M> {
             metadata: BTreeMap::new(),
         }
     }
-}
 
-impl<M: Multipart> Bucket<M> {
     /// The parts of the upload's multipart upload; `None` when there is none (completed,
     /// aborted, or an empty file stored at create).
     async fn parts(&self, key: &str, token: &Token) -> Result<Option<Vec<Part>>, ApiError> {
@@ -280,7 +269,11 @@ impl<M: Multipart> Bucket<M> {
 
 impl<M: Multipart> Backend for Bucket<M> {
     fn transfer(&self) -> Transfer {
-        Bucket::transfer(self)
+        if self.through {
+            Transfer::Server
+        } else {
+            Transfer::Direct
+        }
     }
 
     async fn create(&self, upload: NewUpload) -> Result<CreatedUpload, ApiError> {
@@ -314,9 +307,6 @@ impl<M: Multipart> Backend for Bucket<M> {
     /// `PUT /uploads/{id}` (scale-out mode): the body streams into the store as a part,
     /// checked there against the slice's digest.
     async fn put_slice(&self, id: &str, slice: IncomingSlice) -> Result<(), ApiError> {
-        if !self.through {
-            return Err(wrong_transfer(Transfer::Direct));
-        }
         let token = self.open(id)?;
         let digest = slice.digest.ok_or_else(|| {
             ApiError::bad_request(
@@ -352,9 +342,6 @@ impl<M: Multipart> Backend for Bucket<M> {
         len: u64,
         sha256: Option<[u8; 32]>,
     ) -> Result<SignedRequest, ApiError> {
-        if self.through {
-            return Err(wrong_transfer(Transfer::Server));
-        }
         let token = self.open(id)?;
         let Some(sha256) = sha256 else {
             return Err(ApiError::bad_request(
