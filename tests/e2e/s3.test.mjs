@@ -11,12 +11,44 @@ import { launchChromium, randomFile, startServer, watchErrors } from "./support.
 
 const MIB = 1024 * 1024;
 
-/** A direct-mode chunkwise-server in front of `garage`, its presigned URLs pointing at
- * `storeUrl` (the store itself, or a proxy in front of it). */
-function startSigner(garage, storeUrl = garage.endpoint, extra = []) {
-  return startServer(["--s3-endpoint", storeUrl, "--s3-bucket", garage.bucket, "--s3-region", "garage", ...extra], {
+/** A chunkwise-server on `garage` (at `storeUrl`: the store itself, or a proxy in front of
+ * it) with its credentials, and `args` that choose the mode. */
+function startS3Server(garage, args, storeUrl = garage.endpoint) {
+  return startServer(["--s3-endpoint", storeUrl, "--s3-region", "garage", ...args], {
     env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
   });
+}
+
+/** A direct-mode chunkwise-server in front of `garage`, its presigned URLs pointing at
+ * `storeUrl`. */
+function startSigner(garage, storeUrl = garage.endpoint, extra = []) {
+  return startS3Server(garage, ["--s3-bucket", garage.bucket, ...extra], storeUrl);
+}
+
+/** A page of `browser` at `url` (a server's demo) with `file` chosen; `errors` collects
+ * what it logs as errors. */
+async function pageAt(browser, url, file) {
+  const page = await browser.newPage();
+  const errors = watchErrors(page);
+  await page.goto(url);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.setInputFiles("#file", file.path);
+  return { page, errors };
+}
+
+/** Starts an upload of the page's chosen file and cancels it once a slice is stored;
+ * resolves with the rejection's code ("finished" if it was not cancelled). */
+function cancelAfterFirstSlice(page, options = {}) {
+  return page.evaluate(async (options) => {
+    const { default: init, Upload } = await import("/pkg/index.js");
+    await init();
+    const controller = new AbortController();
+    const upload = new Upload(document.getElementById("file").files[0], {
+      endpoint: "/uploads", maxInFlight: 1, signal: controller.signal, ...options,
+      onProgress: (p) => { if (p.slicesDone >= 1) controller.abort(); },
+    });
+    try { await upload.start(); return "finished"; } catch (error) { return error.code; }
+  }, options);
 }
 
 /** Uploads the page's chosen file with the library; resolves with `{ result | error, sends }`. */
@@ -45,10 +77,7 @@ function upload(page, options = {}) {
  * served, and the object at `keyOf(id)` equals the file. */
 async function killOneMidUpload(browser, balancer, victim, garage, keyOf, extra = 0) {
   const file = randomFile(64 * MIB + extra, "scale.bin");
-  const page = await browser.newPage();
-  await page.goto(balancer.url);
-  await page.waitForSelector("body[data-ready=true]");
-  await page.setInputFiles("#file", file.path);
+  const { page } = await pageAt(browser, balancer.url, file);
   const outcome = upload(page, { maxInFlight: 2 });
   await page.waitForFunction(() => window.__progress?.slicesDone >= 2, null, { timeout: 60_000 });
   await victim.kill9();
@@ -102,14 +131,7 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
     await garage?.stop();
   });
 
-  async function pageWith(file) {
-    const page = await browser.newPage();
-    const errors = watchErrors(page);
-    await page.goto(server.url);
-    await page.waitForSelector("body[data-ready=true]");
-    await page.setInputFiles("#file", file.path);
-    return { page, errors };
-  }
+  const pageWith = (file) => pageAt(browser, server.url, file);
 
   test("64 MiB + 1 byte lands in the bucket byte-identical, every part checked by the store", async () => {
     const file = randomFile(64 * MIB + 1, "direct.bin");
@@ -150,10 +172,7 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
     try {
       await garage.allowOrigin(`${server.url},${signer.url}`);
       const file = randomFile(20 * MIB, "flipped.bin");
-      const page = await browser.newPage();
-      await page.goto(signer.url);
-      await page.waitForSelector("body[data-ready=true]");
-      await page.setInputFiles("#file", file.path);
+      const { page } = await pageAt(browser, signer.url, file);
       // Somewhere inside the first part's body (past its request headers).
       proxy.state.flipAfterBytes = 3 * MIB;
       const outcome = await upload(page, { maxInFlight: 1 });
@@ -231,10 +250,7 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
     try {
       await garage.allowOrigin(`${server.url},${hooked.url}`);
       const file = randomFile(6 * MIB + 3, "hooked.bin");
-      const page = await browser.newPage();
-      await page.goto(hooked.url);
-      await page.waitForSelector("body[data-ready=true]");
-      await page.setInputFiles("#file", file.path);
+      const { page } = await pageAt(browser, hooked.url, file);
       const outcome = await upload(page, { metadata: { name: "hooked.bin" } });
       assert.ok(outcome.result, JSON.stringify(outcome.error));
       const key = outcome.result.id.split(".")[0];
@@ -276,17 +292,7 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
       refuse = false;
 
       await page.setInputFiles("#file", randomFile(40 * MIB, "hooked-cancelled.bin").path);
-      const cancelled = page.evaluate(async () => {
-        const { default: init, Upload } = await import("/pkg/index.js");
-        await init();
-        const controller = new AbortController();
-        const upload = new Upload(document.getElementById("file").files[0], {
-          endpoint: "/uploads", maxInFlight: 1, resume: false, signal: controller.signal,
-          onProgress: (p) => { if (p.slicesDone >= 1) controller.abort(); },
-        });
-        try { await upload.start(); return "finished"; } catch (error) { return error.code; }
-      });
-      assert.equal(await cancelled, "aborted");
+      assert.equal(await cancelAfterFirstSlice(page, { resume: false }), "aborted");
       const terminated = await until((e) => e.type === "post-terminate");
       assert.ok(terminated, `post-terminate arrived: ${JSON.stringify(events.map((e) => e.type))}`);
       assert.equal(terminated.reason, "deleted");
@@ -323,19 +329,7 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
   test("an abort leaves no multipart upload in the store", async () => {
     const file = randomFile(40 * MIB, "abort.bin");
     const { page } = await pageWith(file);
-    const outcome = page.evaluate(async () => {
-      const { default: init, Upload } = await import("/pkg/index.js");
-      await init();
-      const controller = new AbortController();
-      const upload = new Upload(document.getElementById("file").files[0], {
-        endpoint: "/uploads",
-        maxInFlight: 1,
-        signal: controller.signal,
-        onProgress: (p) => { if (p.slicesDone >= 1) controller.abort(); },
-      });
-      try { await upload.start(); return "finished"; } catch (error) { return error.code; }
-    });
-    assert.equal(await outcome, "aborted");
+    assert.equal(await cancelAfterFirstSlice(page), "aborted");
     assert.equal(await garage.multipartUploads(), 0, "ListMultipartUploads is empty");
     await page.close();
   });
@@ -396,71 +390,69 @@ describe("direct mode: slices straight to an S3-compatible store (Garage)", () =
   });
 });
 
-describe("direct mode scales out: stateless signers on one bucket", () => {
-  let garage, servers, balancer, browser;
+/** For the tests of one describe block: a fresh Garage, two instances made by
+ * `start(garage)` behind a round-robin proxy that the bucket's CORS rule allows, and a
+ * browser. `replaceFirst()` starts a new first instance (after a test killed it) and a new
+ * proxy in front of both. */
+function onTwoInstances(start) {
+  const ctx = {};
+  const balance = async () => {
+    ctx.balancer = await startRoundRobin(ctx.servers.map((s) => s.port));
+    await ctx.garage.allowOrigin(ctx.balancer.url);
+  };
+  ctx.replaceFirst = async () => {
+    ctx.servers[0] = await start(ctx.garage);
+    ctx.balancer.close();
+    await balance();
+  };
   before(async () => {
-    garage = await startGarage();
-    servers = [await startSigner(garage), await startSigner(garage)];
-    balancer = await startRoundRobin(servers.map((s) => s.port));
-    await garage.allowOrigin(balancer.url);
-    browser = await launchChromium();
+    ctx.garage = await startGarage();
+    ctx.servers = [await start(ctx.garage), await start(ctx.garage)];
+    await balance();
+    ctx.browser = await launchChromium();
   });
   after(async () => {
-    await browser?.close();
-    balancer?.close();
-    for (const server of servers ?? []) await server.stop();
-    await garage?.stop();
+    await ctx.browser?.close();
+    ctx.balancer?.close();
+    for (const server of ctx.servers ?? []) await server.stop();
+    await ctx.garage?.stop();
   });
+  return ctx;
+}
+
+describe("direct mode scales out: stateless signers on one bucket", () => {
+  const ctx = onTwoInstances((garage) => startSigner(garage));
+  const keyOf = (id) => id.split(".")[0];
 
   test("one of two instances is killed with kill -9 mid-upload; the other finishes it, bytes intact", async () => {
-    await killOneMidUpload(browser, balancer, servers[0], garage, (id) => id.split(".")[0]);
+    await killOneMidUpload(ctx.browser, ctx.balancer, ctx.servers[0], ctx.garage, keyOf);
   });
 
   test("32 uploads at once through the surviving instance and a fresh one, all intact", async () => {
-    servers[0] = await startSigner(garage);
-    balancer.close();
-    balancer = await startRoundRobin(servers.map((s) => s.port));
-    await garage.allowOrigin(balancer.url);
-    await thirtyTwoAtOnce(browser, balancer, garage, (id) => id.split(".")[0], "load");
+    await ctx.replaceFirst();
+    await thirtyTwoAtOnce(ctx.browser, ctx.balancer, ctx.garage, keyOf, "load");
   });
 });
 
 describe("scale-out mode: slices through stateless servers into one bucket", () => {
-  let garage, servers, balancer, browser;
-  const startThrough = () => startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage"], {
-    env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
-  });
-  before(async () => {
-    garage = await startGarage();
-    servers = [await startThrough(), await startThrough()];
-    balancer = await startRoundRobin(servers.map((s) => s.port));
-    browser = await launchChromium();
-  });
-  after(async () => {
-    await browser?.close();
-    balancer?.close();
-    for (const server of servers ?? []) await server.stop();
-    await garage?.stop();
-  });
+  const ctx = onTwoInstances((garage) => startS3Server(garage, ["--store", `s3://${garage.bucket}/through/`]));
+  const keyOf = (id) => `through/${id.split(".")[0]}`;
 
   test("one of two instances is killed with kill -9 mid-upload; the other finishes it, bytes intact in the bucket", async () => {
-    await killOneMidUpload(browser, balancer, servers[0], garage, (id) => `through/${id.split(".")[0]}`, 1);
+    await killOneMidUpload(ctx.browser, ctx.balancer, ctx.servers[0], ctx.garage, keyOf, 1);
   });
 
   test("a slice corrupted on the way to the server is refused by the store and sent again", async () => {
-    const proxy = await startProxy(servers[1].port);
+    const proxy = await startProxy(ctx.servers[1].port);
     try {
       const file = randomFile(20 * MIB, "through-flip.bin");
-      const page = await browser.newPage();
-      await page.goto(proxy.url);
-      await page.waitForSelector("body[data-ready=true]");
-      await page.setInputFiles("#file", file.path);
+      const { page } = await pageAt(ctx.browser, proxy.url, file);
       proxy.state.flipAfterBytes = 3 * MIB;
       const outcome = await upload(page, { maxInFlight: 1 });
       assert.ok(outcome.result, JSON.stringify(outcome.error));
       assert.equal(proxy.state.flips, 1);
       assert.deepEqual(outcome.sends, { 0: 2, 1: 1, 2: 1 }, "slice 0 was sent twice, the rest once");
-      assert.deepEqual(await garage.object(`through/${outcome.result.id.split(".")[0]}`), { sha256: file.sha256, size: 20 * MIB });
+      assert.deepEqual(await ctx.garage.object(keyOf(outcome.result.id)), { sha256: file.sha256, size: 20 * MIB });
       await page.close();
     } finally {
       proxy.close();
@@ -468,9 +460,7 @@ describe("scale-out mode: slices through stateless servers into one bucket", () 
   });
 
   test("32 uploads at once through two instances, all intact", async () => {
-    servers[0] = await startThrough();
-    balancer.close();
-    balancer = await startRoundRobin(servers.map((s) => s.port));
-    await thirtyTwoAtOnce(browser, balancer, garage, (id) => `through/${id.split(".")[0]}`, "through-load");
+    await ctx.replaceFirst();
+    await thirtyTwoAtOnce(ctx.browser, ctx.balancer, ctx.garage, keyOf, "through-load");
   });
 });
