@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chunkwise_server::{app, AppState, Limits, Site, Store};
+use chunkwise_server::{app, AppState, Backend, Limits, Site, Store};
 use clap::Parser;
 
 /// Receives chunkwise uploads (protocol v2, and v1's routes) and serves the demo page.
@@ -167,17 +167,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let site = site(&cli);
-    let router = app(
-        AppState {
-            backend: store,
-            token: token(&cli),
-            hooks,
-        },
-        &site,
-    );
     let data_dir = cli.data_dir.display().to_string();
-    serve(cli.listen, router, &site, |addr| {
+    serve(&cli, store, hooks, |addr| {
         tracing::info!(%addr, data_dir, "listening");
     })
     .await
@@ -255,13 +246,22 @@ fn site(cli: &Cli) -> Site {
     }
 }
 
-/// Binds `listen`, prints the address, and serves `router` until SIGTERM or Ctrl-C.
-async fn serve(
-    listen: SocketAddr,
-    router: axum::Router,
-    site: &Site,
+/// Serves `backend` behind the HTTP layer (with the token, hooks, static files and CORS the
+/// command line asks for) on `--listen`, printing the address, until SIGTERM or Ctrl-C.
+async fn serve<B: Backend>(
+    cli: &Cli,
+    backend: Arc<B>,
+    hooks: Option<Arc<chunkwise_server::hooks::Hooks>>,
     log: impl FnOnce(SocketAddr),
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let site = site(cli);
+    let state = AppState {
+        backend,
+        token: token(cli),
+        hooks,
+    };
+    let router = app(state, &site);
+    let listen = cli.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -323,16 +323,7 @@ async fn run_bucket(
     // The store cannot list completed uploads whose post-finish was never stored; a
     // client retrying complete queues it again.
     let hooks = hooks(&cli, Vec::new()).await?;
-    let site = site(&cli);
-    let router = app(
-        AppState {
-            backend,
-            token: token(&cli),
-            hooks,
-        },
-        &site,
-    );
-    serve(cli.listen, router, &site, |addr| {
+    serve(&cli, backend, hooks, |addr| {
         if through {
             tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");
         } else {
