@@ -5,7 +5,7 @@
 //   node bench/run.mjs --from a.json,b.json   (one table and chart from saved results files)
 //   node --experimental-websocket bench/run.mjs --link slow,wan,lan [--size 40M] [--runs 1]
 //     (over emulated links, page and endpoint on two origins; see bench/links.mjs)
-//   node --experimental-websocket bench/run.mjs --store [--over 100m|wan] [--size 256M] [--runs 3]
+//   node --experimental-websocket bench/run.mjs --store [--over slow|100m|wan] [--size 256M] [--runs 3]
 //     (object storage: direct to Garage against fetch(File) to Garage, on loopback or over
 //     an emulated link; see bench/store.mjs)
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";

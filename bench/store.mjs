@@ -3,13 +3,13 @@
 // to Garage, chunkwise-server only signing), through chunkwise-server in scale-out mode
 // (--store s3://), and by chunkwise to chunkwise-server on disk.
 //
-//   node --experimental-websocket bench/run.mjs --store [--over 100m|wan] [--size 256M] [--runs 3]
+//   node --experimental-websocket bench/run.mjs --store [--over slow|100m|wan] [--size 256M] [--runs 3]
 //
 // On loopback the four share this machine's two cores with Chromium and Garage, and the
 // ratios measure CPU: integrity (a SHA-256 of every slice by the browser, checked again by
 // the store) costs CPU a bare PUT does not spend. `--over` puts an emulated link
 // (tests/e2e/link-proxy.mjs) between the browser and both the store and the servers:
-// `100m` is 100 Mbit/s with a 40 ms round trip, `wan` the link benchmark's 400 Mbit/s,
+// `slow` is 1 Mbit/s with a 150 ms round trip, `100m` 100 Mbit/s with 40 ms, `wan` the link benchmark's 400 Mbit/s,
 // 40 ms, 512 KiB window per connection. There the link is the limit, and the ratios
 // measure what the protocol costs: a sign request and a CORS preflight per part (Garage
 // sends no Access-Control-Max-Age), and the tail.
@@ -24,6 +24,7 @@ import { startGarage } from "../tests/e2e/garage.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
 const OVER = {
+  slow: { upBitsPerSecond: 1e6, rttMs: 150 },
   "100m": { upBitsPerSecond: 100e6, rttMs: 40 },
   wan: { upBitsPerSecond: 400e6, rttMs: 40, windowBytes: 512 * 1024 },
 };
@@ -122,7 +123,7 @@ export async function main(args) {
     const m = (f) => median(rs.map(f));
     const server = rs[0].cpu.server == null ? "–" : m((r) => r.cpu.server).toFixed(1);
     const rss = rs[0].serverPeakRss == null ? "–" : `${(Math.max(...rs.map((r) => r.serverPeakRss)) / MIB).toFixed(1)} MiB`;
-    const f = (v) => v.toFixed(median(speeds) < 100 ? 1 : 0);
+    const f = (v) => v.toFixed(median(speeds) < 1 ? 3 : median(speeds) < 100 ? 1 : 0);
     lines.push(`| ${name} | ${f(median(speeds))} (${f(Math.min(...speeds))}–${f(Math.max(...speeds))}) | ` +
       `${(median(speeds) / ceiling).toFixed(2)} | ${m((r) => r.cpu.chromium).toFixed(1)} / ${server} / ${m((r) => r.cpu.garage).toFixed(1)} | ${rss} |`);
   }
