@@ -233,6 +233,24 @@ impl HttpTransport {
         Err(to.refine(status, &text, error))
     }
 
+    /// PUTs a slice's body to `url`: through XMLHttpRequest where there is one (it reports
+    /// bytes as they leave), else through fetch (service workers).
+    async fn put(
+        &self,
+        to: To,
+        url: &str,
+        body: &JsValue,
+        extra: &[(&str, &str)],
+        sent: SentBytes<'_>,
+    ) -> Result<(), TransportError> {
+        if self.xhr {
+            return self.put_xhr(url, body, extra, to, sent).await;
+        }
+        self.send_to(to, "PUT", url, Some(body), extra)
+            .await
+            .map(drop)
+    }
+
     /// The `headers` option goes along only to our own server, never to a store whose
     /// signature covers the headers.
     fn options_for(&self, to: To) -> &[(String, String)] {
@@ -271,21 +289,10 @@ impl HttpTransport {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let put = if self.xhr {
-            self.put_xhr(&signed.url, &slice.body.value, &headers, To::Store, sent)
-                .await
-        } else {
-            self.send_to(
-                To::Store,
-                "PUT",
-                &signed.url,
-                Some(&slice.body.value),
-                &headers,
-            )
+        match self
+            .put(To::Store, &signed.url, &slice.body.value, &headers, sent)
             .await
-            .map(drop)
-        };
-        match put {
+        {
             Err(error) => Err(self.diagnose(&signed.url, error).await),
             ok => ok,
         }
@@ -584,20 +591,8 @@ impl Transport for HttpTransport {
         if self.v2() {
             extra.push((protocol::SLICE_INDEX, &index));
         }
-        if self.xhr {
-            return self
-                .put_xhr(&url, &slice.body.value, &extra, To::ServerSlice, sent)
-                .await;
-        }
-        self.send_to(
-            To::ServerSlice,
-            "PUT",
-            &url,
-            Some(&slice.body.value),
-            &extra,
-        )
-        .await
-        .map(drop)
+        self.put(To::ServerSlice, &url, &slice.body.value, &extra, sent)
+            .await
     }
 
     async fn complete(
