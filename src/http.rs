@@ -239,16 +239,30 @@ impl HttpTransport {
         &self,
         to: To,
         url: &str,
-        body: &JsValue,
+        slice: &SliceData<Body>,
         extra: &[(&str, &str)],
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        if self.xhr {
-            return self.put_xhr(url, body, extra, to, sent).await;
-        }
-        self.send_to(to, "PUT", url, Some(body), extra)
-            .await
-            .map(drop)
+        let body = &slice.body.value;
+        let result = if self.xhr {
+            self.put_xhr(url, body, extra, to, sent).await
+        } else {
+            self.send_to(to, "PUT", url, Some(body), extra)
+                .await
+                .map(drop)
+        };
+        result.map_err(|mut error| {
+            if error.code.is_none()
+                && matches!(error.failure, Failure::Status { status: 413, .. })
+            {
+                // A proxy's body limit (nginx's is 1 MiB by default) meets every slice.
+                error.message = format!(
+                    "the slice of {} bytes was refused as too large by the server or a proxy in front of it ({}): lower chunkSize, or raise the proxy's body limit (nginx: client_max_body_size)",
+                    slice.len, error.message
+                );
+            }
+            error
+        })
     }
 
     /// The `headers` option goes along only to our own server, never to a store whose
@@ -290,7 +304,7 @@ impl HttpTransport {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         match self
-            .put(To::Store, &signed.url, &slice.body.value, &headers, sent)
+            .put(To::Store, &signed.url, slice, &headers, sent)
             .await
         {
             Err(error) => Err(self.diagnose(&signed.url, error).await),
@@ -477,9 +491,20 @@ fn status_error(
 ) -> TransportError {
     let (code, message) = match json::parse::<ErrorBody>(text) {
         Ok(body) => (Some(body.error.code), body.error.message),
+        // Not chunkwise's answer: most likely a proxy's own page. Say what it usually means
+        // (HTTP/2 has no reason phrase to say it).
         Err(_) => (
             None,
-            format!("{method} {url} answered {status} {status_text}"),
+            format!(
+                "{method} {url} answered {status} {status_text}{}",
+                match status {
+                    404 | 405 => ": no chunkwise API at this URL; if a proxy mounts it under a path, check that `endpoint` names that path and the proxy passes every path under it",
+                    413 => ": refused as too large by the server or a proxy in front of it",
+                    502 => ": a proxy could not reach the server (down, restarting, or the proxy points at the wrong address)",
+                    504 => ": a proxy gave up waiting for the server; raise the proxy's timeouts (nginx: proxy_read_timeout, proxy_send_timeout)",
+                    _ => "",
+                }
+            ),
         ),
     };
     TransportError {
@@ -591,8 +616,7 @@ impl Transport for HttpTransport {
         if self.v2() {
             extra.push((protocol::SLICE_INDEX, &index));
         }
-        self.put(To::ServerSlice, &url, &slice.body.value, &extra, sent)
-            .await
+        self.put(To::ServerSlice, &url, slice, &extra, sent).await
     }
 
     async fn complete(

@@ -16,13 +16,19 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chunkwise_core::protocol::{self, Complete, CreateUpload, Created, Transfer};
+use futures_util::TryStreamExt as _;
 use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+/// The request id's header, set by a proxy or by this server, and sent back.
+const X_REQUEST_ID: &str = "x-request-id";
+
 use crate::backend::{Backend, Finish, IncomingSlice, NewUpload};
 use crate::error::ApiError;
+use crate::metrics::{InFlight, Metrics};
 
 /// How long browsers may cache a CORS preflight.
 pub const PREFLIGHT_MAX_AGE_SECS: u64 = 7200;
@@ -45,6 +51,8 @@ pub struct AppState<B> {
     pub token: Option<Arc<str>>,
     /// The app's hook (`--hook-url`), when set.
     pub hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// What `/metrics` reports (`--metrics-listen`); counted whether served or not.
+    pub metrics: Arc<Metrics>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -53,6 +61,7 @@ impl<B> Clone for AppState<B> {
             backend: self.backend.clone(),
             token: self.token.clone(),
             hooks: self.hooks.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -73,6 +82,7 @@ pub struct Site {
 /// Builds the router: the API under `/uploads`, `/healthz`, and the static files.
 pub fn app<B: Backend>(state: AppState<B>, site: &Site) -> Router {
     let token = state.token.clone();
+    let metrics = state.metrics.clone();
     let api = Router::new()
         .route("/uploads", post(create_upload::<B>))
         .route(
@@ -86,12 +96,12 @@ pub fn app<B: Backend>(state: AppState<B>, site: &Site) -> Router {
         .route("/uploads/{id}/slices/{index}", put(put_slice_v1::<B>))
         .route("/uploads/{id}/complete", post(complete_upload::<B>))
         .with_state(state);
-    wrap(api, token, site)
+    wrap(api, token, metrics, site)
 }
 
 /// Wraps the API in the bearer token, fault injection for tests, `/healthz`, the static
-/// files, request tracing and CORS.
-fn wrap(api: Router, token: Option<Arc<str>>, site: &Site) -> Router {
+/// files, request ids and tracing, the in-flight count, and CORS.
+fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site) -> Router {
     let api = api
         .layer(middleware::from_fn_with_state(token, require_token))
         .method_not_allowed_fallback(method_not_allowed);
@@ -123,7 +133,25 @@ fn wrap(api: Router, token: Option<Arc<str>>, site: &Site) -> Router {
         ),
         None => router.fallback(unknown_route),
     };
-    let router = router.layer(TraceLayer::new_for_http());
+    let router = router
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |response: &Response, latency: std::time::Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_millis() as u64,
+                            "answered"
+                        );
+                    },
+                ),
+        )
+        .layer(middleware::from_fn_with_state(metrics, count_in_flight))
+        // Outermost, so that the span above carries the id: the proxy's (nginx:
+        // `proxy_set_header X-Request-Id $request_id`) when it sent one, else a new one.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
     let router = match cors(&site.allowed_origins) {
         Some(cors) => router.layer(cors),
         None => router,
@@ -135,6 +163,38 @@ fn wrap(api: Router, token: Option<Arc<str>>, site: &Site) -> Router {
         )),
         None => router,
     }
+}
+
+/// The span every log line of a request carries: its id, and the upload's id when the path
+/// names one (`create_upload` records it once known). The path only: a query may carry
+/// what logs must not.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let path = request.uri().path();
+    let upload_id = path
+        .strip_prefix("/uploads/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| !id.is_empty() && id.len() <= 256);
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path,
+        upload_id,
+    )
+}
+
+async fn count_in_flight(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _in_flight = InFlight::start(&metrics.requests_in_flight);
+    next.run(request).await
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -308,8 +368,12 @@ async fn create_upload<B: Backend>(
             metadata,
         })
         .await?;
+    state.metrics.uploads_created.inc();
+    tracing::Span::current().record("upload_id", upload.id.as_str());
     tracing::info!(id = upload.id, chunk_size = upload.chunk_size, size = ?request.size, "upload created");
-    let location = format!("/uploads/{}", upload.id);
+    // Relative to the request's URL (`…/uploads`), so that it resolves under whatever
+    // prefix a proxy mounts the API at and strips (`/api/uploads` → `/api/uploads/{id}`).
+    let location = format!("uploads/{}", upload.id);
     let body = Created {
         id: upload.id,
         chunk_size: upload.chunk_size,
@@ -340,6 +404,7 @@ async fn delete_upload<B: Backend>(
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path.map_err(path_error)?;
     let upload = state.backend.delete(&id).await?;
+    state.metrics.uploads_deleted.inc();
     tracing::info!(id = upload.id, "upload deleted");
     if let Some(hooks) = &state.hooks {
         hooks.upload_terminated(&upload, "deleted").await?;
@@ -363,7 +428,16 @@ async fn complete_upload<B: Backend>(
             "invalid_slices_sha256",
         )?,
     };
-    let (completed, upload) = state.backend.complete(&id, finish).await?;
+    let (completed, upload) = match state.backend.complete(&id, finish).await {
+        Ok(done) => done,
+        Err(error) => {
+            if error.status.is_client_error() && error.status != StatusCode::NOT_FOUND {
+                state.metrics.uploads_failed.inc();
+            }
+            return Err(error);
+        }
+    };
+    state.metrics.uploads_completed.inc();
     tracing::info!(id = upload.id, size = completed.size, sha256 = ?completed.sha256, "upload complete");
     if let Some(hooks) = &state.hooks {
         // Durable before the answer: the app hears of every completed upload, even if
@@ -433,6 +507,26 @@ async fn put_slice<B: Backend>(
 }
 
 async fn receive_slice<B: Backend>(
+    state: &AppState<B>,
+    id: &str,
+    index: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let started = std::time::Instant::now();
+    let received = state.metrics.bytes_received.clone();
+    let body = Body::from_stream(body.into_data_stream().inspect_ok(move |bytes| {
+        received.inc_by(bytes.len() as u64);
+    }));
+    let answer = store_slice(state, id, index, headers, body).await;
+    state.metrics.slice_answered(
+        started.elapsed(),
+        answer.as_ref().err().map(|error| error.code),
+    );
+    answer
+}
+
+async fn store_slice<B: Backend>(
     state: &AppState<B>,
     id: &str,
     index: u64,

@@ -127,6 +127,12 @@ pub trait Backend: Send + Sync + 'static {
         finish: Finish,
     ) -> impl Future<Output = Result<(Completed, UploadInfo), ApiError>> + Send;
 
+    /// How many uploads are unfinished, when the store can say without asking anyone
+    /// (for the metrics).
+    fn unfinished_uploads(&self) -> Option<u64> {
+        None
+    }
+
     /// Removes the upload and every byte of it, complete or not.
     fn delete(&self, id: &str) -> impl Future<Output = Result<UploadInfo, ApiError>> + Send;
 }

@@ -28,6 +28,10 @@ impl Backend for Store {
         Transfer::Server
     }
 
+    fn unfinished_uploads(&self) -> Option<u64> {
+        Some(self.unfinished())
+    }
+
     async fn create(&self, upload: NewUpload) -> Result<CreatedUpload, ApiError> {
         let limits = self.limits();
         if upload.chunk_size > limits.max_chunk_size_bytes {

@@ -192,6 +192,14 @@ impl Hooks {
         Ok(())
     }
 
+    /// How many events wait in the outbox, and how long the oldest has waited.
+    pub async fn outbox(&self) -> (usize, Option<std::time::Duration>) {
+        let pending = list_outbox(&self.outbox).await;
+        let oldest = pending.iter().map(|(modified, _)| *modified).min();
+        let age = oldest.and_then(|t| SystemTime::now().duration_since(t).ok());
+        (pending.len(), age)
+    }
+
     async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, reqwest::Error> {
         let mut request = self
             .client

@@ -9,6 +9,7 @@ mod disk;
 pub mod error;
 pub mod faults;
 pub mod hooks;
+pub mod metrics;
 pub mod objects;
 pub mod store;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chunkwise_server::metrics::{self, Metrics};
 use chunkwise_server::{app, AppState, Backend, Limits, Site, Store};
 use clap::Parser;
 
@@ -88,21 +89,45 @@ struct Cli {
     /// The smallest part the store accepts, but the last (S3: 5 MiB).
     #[arg(long, env = "CHUNKWISE_S3_MIN_PART_SIZE", default_value_t = 5 << 20)]
     s3_min_part_size: u64,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, on this listener only (keep it
+    /// private: never the public port).
+    #[arg(long, env = "CHUNKWISE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, env = "CHUNKWISE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Test only: honour fault-injection rules (`/_test/faults/{key}`). Never in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the request's span (request id, upload id) in it.
+    Json,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "chunkwise_server=info,warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -150,14 +175,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let hooks = hooks(&cli, completed).await?;
 
+    let metrics = Arc::new(Metrics::default());
     let expiry_store = store.clone();
     let expiry_hooks = hooks.clone();
+    let expiry_metrics = metrics.clone();
     let sweep_every = (cli.expire_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_every);
         loop {
             tick.tick().await;
             for upload in expiry_store.expire().await {
+                expiry_metrics.uploads_expired.inc();
                 if let Some(hooks) = &expiry_hooks {
                     if let Err(error) = hooks.upload_terminated(&upload.info(), "expired").await {
                         tracing::error!(id = upload.id(), %error, "post-terminate not stored");
@@ -168,7 +196,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let data_dir = cli.data_dir.display().to_string();
-    serve(&cli, store, hooks, |addr| {
+    serve(&cli, store, hooks, metrics, |addr| {
         tracing::info!(%addr, data_dir, "listening");
     })
     .await
@@ -252,13 +280,34 @@ async fn serve<B: Backend>(
     cli: &Cli,
     backend: Arc<B>,
     hooks: Option<Arc<chunkwise_server::hooks::Hooks>>,
+    metrics: Arc<Metrics>,
     log: impl FnOnce(SocketAddr),
 ) -> Result<(), Box<dyn std::error::Error>> {
+    use axum::serve::ListenerExt as _;
     let site = site(cli);
+    if let Some(listen) = cli.metrics_listen {
+        let present = metrics::Present {
+            backend: backend.clone(),
+            hooks: hooks.clone(),
+            data_dir: cli.data_dir.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on --metrics-listen {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        println!("metrics: http://{addr}/metrics");
+        let router = metrics::router(metrics.clone(), present);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        });
+    }
     let state = AppState {
         backend,
         token: token(cli),
         hooks,
+        metrics: metrics.clone(),
     };
     let router = app(state, &site);
     let listen = cli.listen;
@@ -266,6 +315,10 @@ async fn serve<B: Backend>(
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    // The no-op tap lets handlers read the peer's address (`ConnectInfo<SocketAddr>`)
+    // through the counting listener.
+    let listener =
+        metrics::CountingListener::new(listener, metrics.connections_open.clone()).tap_io(|_| {});
     // Printed on stdout, alone on its line, so scripts and tests can find the port.
     println!("chunkwise-server listening on http://{addr}");
     if site.www.is_some() {
@@ -323,7 +376,7 @@ async fn run_bucket(
     // The store cannot list completed uploads whose post-finish was never stored; a
     // client retrying complete queues it again.
     let hooks = hooks(&cli, Vec::new()).await?;
-    serve(&cli, backend, hooks, |addr| {
+    serve(&cli, backend, hooks, Arc::default(), |addr| {
         if through {
             tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");
         } else {

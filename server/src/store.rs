@@ -1052,6 +1052,21 @@ impl Store {
         completed
     }
 
+    /// How many uploads are not completed. One whose state is busy (a slice being recorded,
+    /// a `complete` running) counts as unfinished: it is, until that answers.
+    pub fn unfinished(&self) -> u64 {
+        let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        uploads
+            .values()
+            .filter(|upload| {
+                upload
+                    .state
+                    .try_lock()
+                    .map_or(true, |state| state.completed.is_none())
+            })
+            .count() as u64
+    }
+
     /// Removes incomplete uploads untouched for longer than `expire_after`, and returns
     /// them.
     pub async fn expire(&self) -> Vec<Arc<Upload>> {

@@ -49,6 +49,7 @@ impl Server {
                 backend: store,
                 token: token.map(Arc::from),
                 hooks: None,
+                metrics: Arc::default(),
             },
             site,
         );
@@ -81,10 +82,16 @@ impl Server {
             .await
             .unwrap();
         let status = response.status();
-        let location = response
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_string());
+        // Resolved against the request's URL, as browsers do; the path, as the tests
+        // prepend the base.
+        let location = response.headers().get("location").map(|v| {
+            response
+                .url()
+                .join(v.to_str().unwrap())
+                .unwrap()
+                .path()
+                .to_string()
+        });
         (status, json_of(response).await, location)
     }
 
@@ -774,7 +781,7 @@ async fn a_token_guards_every_upload_request() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = format!("/{}", response.headers()["location"].to_str().unwrap());
     assert_error_pair(
         server.put(&location, "0", b"a".to_vec(), false).await,
         401,
@@ -1081,4 +1088,62 @@ async fn a_preflight_is_cached_for_two_hours_and_allows_what_the_client_sends() 
         exposed.contains("location") && exposed.contains("retry-after"),
         "{exposed}"
     );
+}
+
+/// A proxy that mounts the API under a prefix and strips it (`/api/uploads` →
+/// `/uploads`) must get an upload URL under the same prefix: `Location` is relative to the
+/// request's URL, whatever prefix the browser used.
+#[tokio::test]
+async fn location_resolves_under_any_mount_point() {
+    let server = Server::start().await;
+    let response = server
+        .client
+        .post(format!("{}/uploads", server.base))
+        .body(json!({"chunkSize": 4, "size": 4}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = format!("/{}", response.headers()["location"].to_str().unwrap());
+    let id = json_of(response).await["id"].as_str().unwrap().to_string();
+    for (endpoint, upload) in [
+        ("https://app.example/uploads", "/uploads/"),
+        ("https://app.example/api/uploads", "/api/uploads/"),
+        ("https://app.example/a/b/uploads", "/a/b/uploads/"),
+    ] {
+        let resolved = reqwest::Url::parse(endpoint)
+            .unwrap()
+            .join(&location)
+            .unwrap();
+        assert_eq!(resolved.path(), format!("{upload}{id}"), "{endpoint}");
+    }
+}
+
+/// Every answer carries a request id: the proxy's, when it sent one, else a new one.
+#[tokio::test]
+async fn request_ids_are_kept_or_made() {
+    let server = Server::start().await;
+    let url = format!("{}/healthz", server.base);
+    let answer = server
+        .client
+        .get(&url)
+        .header("x-request-id", "from-the-proxy-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-request-id"], "from-the-proxy-1");
+    let first = server.client.get(&url).send().await.unwrap();
+    let second = server.client.get(&url).send().await.unwrap();
+    let (first, second) = (
+        first.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+        second.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+    );
+    assert_eq!(first.len(), 36, "{first}");
+    assert_ne!(first, second);
 }

@@ -21,7 +21,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_slice() {
         .send()
         .await
         .unwrap();
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = format!("/{}", response.headers()["location"].to_str().unwrap());
     let count = bytes.len().div_ceil(chunk);
     let put = |base: String, i: usize| {
         let part = bytes[i * chunk..((i + 1) * chunk).min(bytes.len())].to_vec();

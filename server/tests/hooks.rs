@@ -169,6 +169,7 @@ async fn server(dir: &std::path::Path, hook_url: &str, timeout: Duration) -> Str
             backend: store,
             token: None,
             hooks: Some(hooks),
+            metrics: Default::default(),
         },
         &Site::default(),
     );
@@ -287,7 +288,7 @@ async fn rewritten_metadata_is_stored_and_post_finish_arrives_signed() {
     let base = server(dir.path(), &url, Duration::from_secs(5)).await;
     let response = create(&base, json!({"name": "a.bin", "owner": "someone else"})).await;
     assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = format!("/{}", response.headers()["location"].to_str().unwrap());
     let status: Value = reqwest::get(format!("{base}{location}"))
         .await
         .unwrap()
@@ -340,7 +341,7 @@ async fn post_finish_survives_a_hook_outage_and_kill_9() {
     let (mut server, base) = spawn_hooked(dir.path(), &url);
     let response = create(&base, json!({"name": "crash.bin"})).await;
     assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = format!("/{}", response.headers()["location"].to_str().unwrap());
     // The hook goes down before complete: complete still answers, from the outbox.
     receiver.set(Answer::Down);
     let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 256) as u8).collect();
@@ -382,7 +383,7 @@ fn a_hook_url_that_does_not_parse_is_refused_at_start() {
 async fn complete_one(base: &str, seed: u32) -> String {
     let response = create(base, json!({"name": "r.bin"})).await;
     assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = format!("/{}", response.headers()["location"].to_str().unwrap());
     let bytes: Vec<u8> = (0..3000u32).map(|i| (i * seed % 256) as u8).collect();
     let completed = upload_rest(base, &location, &bytes).await;
     completed["id"].as_str().unwrap().to_string()
