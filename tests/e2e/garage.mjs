@@ -4,22 +4,13 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { ROOT } from "./support.mjs";
+import { ROOT, freePort } from "./support.mjs";
 
 const run = promisify(execFile);
 export const REGION = "garage";
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-  const { port } = server.address();
-  await new Promise((ok) => server.close(ok));
-  return port;
-}
 
 /** Starts Garage with one bucket; `stop()` kills it and removes its data. */
 export async function startGarage(bucket = "uploads") {

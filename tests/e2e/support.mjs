@@ -4,6 +4,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, mkdtempSync, openSync, writeSync, closeSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import net from "node:net";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -13,22 +14,29 @@ mkdirSync(ARTIFACTS, { recursive: true });
 
 /** Starts target/release/chunkwise-server on a free loopback port (or `listen`) with a
  * fresh data dir (or `dataDir`). */
-export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {} } = {}) {
+export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {}, logs = null } = {}) {
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", listen, "--data-dir", dataDir,
     "--www", join(ROOT, "www"), "--pkg", join(ROOT, "pkg"), ...extraArgs,
-  ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn", ...env } });
+  ], { stdio: ["ignore", "pipe", logs ? "pipe" : "inherit"], env: { ...process.env, RUST_LOG: "warn", ...env } });
+  // `logs`: an array that collects the server's log lines (stderr).
+  if (logs) createInterface({ input: proc.stderr }).on("line", (line) => logs.push(line));
   const lines = createInterface({ input: proc.stdout });
+  let metricsUrl = null;
   const url = await new Promise((ok, fail) => {
     proc.once("exit", (code) => fail(new Error(`chunkwise-server exited with ${code}`)));
     lines.on("line", (line) => {
       const match = line.match(/listening on (http:\/\/\S+)/);
       if (match) ok(match[1]);
+      // With --metrics-listen, printed before the line above.
+      metricsUrl = line.match(/^metrics: (http:\/\/\S+)/)?.[1] ?? metricsUrl;
     });
   });
   return {
     url,
+    metricsUrl,
     dataDir,
+    process: proc,
     port: Number(new URL(url).port),
     /** SIGKILL: no chance to flush or clean up. */
     async kill9() {
@@ -44,12 +52,21 @@ export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", data
   };
 }
 
+/** A loopback TCP port free a moment ago. */
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  const { port } = server.address();
+  await new Promise((ok) => server.close(ok));
+  return port;
+}
+
 /** Debian's Chromium, headless, with the flags this closed network needs. */
-export function launchChromium() {
+export function launchChromium(extraArgs = []) {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync", ...extraArgs],
   });
 }
 
