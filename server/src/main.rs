@@ -101,6 +101,9 @@ struct Cli {
     enable_fault_injection: bool,
 }
 
+/// How long requests in flight may go on after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -325,12 +328,25 @@ async fn serve<B: Backend>(
         println!("demo page: http://{addr}/");
     }
     log(addr);
-    axum::serve(
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    .with_graceful_shutdown(async move {
+        shutdown().await;
+        let _ = stopping.send(true);
+    });
+    // Requests in flight get a moment to finish, not forever: a slice trickling in behind
+    // a proxy's kept-alive connection would hold a restart for as long as it takes. A slice
+    // cut here was never recorded (only fsynced slices are), so its client sends it again.
+    tokio::select! {
+        result = server => result?,
+        _ = async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!("stopped; requests still in flight were cut and will be resent"),
+    }
     Ok(())
 }
 
