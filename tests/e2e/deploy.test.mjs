@@ -175,16 +175,23 @@ describe("behind real reverse proxies, TLS and HTTP/2, the API under /api/", () 
   });
   after(async () => { await browser?.close(); await server?.stop(); });
 
+  /** Uploads `file` through the proxy at `proxyUrl`; checks the stored bytes, the public
+   * URL, that every API request went over HTTP/2, and that the page logged no error. */
+  async function uploadOverH2(proxyUrl) {
+    const { page, errors } = await startUpload(browser, proxyUrl, file);
+    const outcome = await libraryOutcome(page);
+    await assertStoredThrough(proxyUrl, server, outcome, file);
+    const protocols = await apiProtocols(page);
+    assert.ok(protocols.length >= 8, `${protocols.length} API requests seen`);
+    assert.deepEqual([...new Set(protocols)], ["h2"]);
+    assert.deepEqual(errors, []);
+    return { page, outcome };
+  }
+
   test("nginx: 48 MiB + 1 byte intact over HTTP/2, the public URL in the result, metrics and JSON logs", async () => {
     const nginx = await startNginx({ upstreamPort: server.port, tls });
     try {
-      const { page, errors } = await startUpload(browser, nginx.url, file);
-      const outcome = await libraryOutcome(page);
-      await assertStoredThrough(nginx.url, server, outcome, file);
-      const protocols = await apiProtocols(page);
-      assert.ok(protocols.length >= 8, `${protocols.length} API requests seen`);
-      assert.deepEqual([...new Set(protocols)], ["h2"]);
-      assert.deepEqual(errors, []);
+      const { page, outcome } = await uploadOverH2(nginx.url);
 
       // What an operator's scraper sees.
       const text = await (await fetch(server.metricsUrl)).text();
@@ -210,13 +217,7 @@ describe("behind real reverse proxies, TLS and HTTP/2, the API under /api/", () 
   test("Caddy: 48 MiB + 1 byte intact over HTTP/2, the public URL in the result", async () => {
     const caddy = await startCaddy({ upstreamPort: server.port, tls });
     try {
-      const { page, errors } = await startUpload(browser, caddy.url, file);
-      const outcome = await libraryOutcome(page);
-      await assertStoredThrough(caddy.url, server, outcome, file);
-      const protocols = await apiProtocols(page);
-      assert.ok(protocols.length >= 8, `${protocols.length} API requests seen`);
-      assert.deepEqual([...new Set(protocols)], ["h2"]);
-      assert.deepEqual(errors, []);
+      const { page, outcome } = await uploadOverH2(caddy.url);
       await page.close();
     } finally {
       await caddy.stop();
