@@ -65,9 +65,16 @@ describe("the npm package in a Vite app", () => {
     assert.equal(manifest.type, "module");
     assert.equal(manifest.exports["."].types, "./index.d.ts");
     const { stdout: listing } = await run("tar", ["-tzf", tarball]);
-    for (const file of ["package/index.js", "package/index.d.ts", "package/chunkwise_bg.wasm", "package/README.md"]) {
+    for (const file of ["package/index.js", "package/index.d.ts", "package/chunkwise_bg.wasm", "package/README.md",
+                        "package/LICENSE-MIT", "package/LICENSE-APACHE"]) {
       assert.ok(listing.split("\n").includes(file), `the tarball holds ${file}`);
     }
+    // The license files are the repository's own, byte for byte.
+    for (const name of ["LICENSE-MIT", "LICENSE-APACHE"]) {
+      const { stdout: shipped } = await run("tar", ["-xOzf", tarball, `package/${name}`]);
+      assert.equal(shipped, readFileSync(join(ROOT, name), "utf8"), `${name} is shipped as is`);
+    }
+    assert.equal(manifest.license, "MIT OR Apache-2.0");
   });
 
   test("a strict TypeScript app type-checks against the shipped .d.ts, and wrong options do not", async () => {
