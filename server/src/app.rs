@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// The request id's header, set by a proxy or by this server, and sent back.
@@ -66,8 +67,9 @@ impl<B> Clone for AppState<B> {
     }
 }
 
-/// Where the static files are, and who may call from another origin.
-#[derive(Clone, Debug, Default)]
+/// Where the static files are, who may call from another origin, and how long a request
+/// body may go without a byte.
+#[derive(Clone, Debug)]
 pub struct Site {
     /// The demo page, served at `/`.
     pub www: Option<PathBuf>,
@@ -77,6 +79,26 @@ pub struct Site {
     pub allowed_origins: Vec<String>,
     /// Test-only fault injection (see [`crate::faults`]).
     pub faults: Option<crate::faults::Faults>,
+    /// A request body none of whose bytes arrives for this long is cut off (`408`): the
+    /// slice it carried, and the file it was written to, are released.
+    pub body_idle_timeout: std::time::Duration,
+}
+
+/// The default of [`Site::body_idle_timeout`]: far above the gaps of a slow but moving
+/// upload (a 1 Mbit/s link delivers a TCP segment every 12 ms), and above the client's own
+/// stall timeout (30 s by default), which notices first and sends the slice again.
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for Site {
+    fn default() -> Self {
+        Self {
+            www: None,
+            pkg: None,
+            allowed_origins: Vec::new(),
+            faults: None,
+            body_idle_timeout: BODY_IDLE_TIMEOUT,
+        }
+    }
 }
 
 /// Builds the router: the API under `/uploads`, `/healthz`, and the static files.
@@ -102,9 +124,8 @@ pub fn app<B: Backend>(state: AppState<B>, site: &Site) -> Router {
 /// Wraps the API in the bearer token, fault injection for tests, `/healthz`, the static
 /// files, request ids and tracing, the in-flight count, and CORS.
 fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site) -> Router {
-    let api = api
-        .layer(middleware::from_fn_with_state(token, require_token))
-        .method_not_allowed_fallback(method_not_allowed);
+    // Faults (tests only) sit behind the token: a request without it is refused before any
+    // rule is looked up or applied, and so is any change to the rules.
     let api = match &site.faults {
         Some(faults) => api
             .layer(middleware::from_fn_with_state(
@@ -114,6 +135,9 @@ fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site
             .merge(faults.routes()),
         None => api,
     };
+    let api = api
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .method_not_allowed_fallback(method_not_allowed);
 
     let mut router = Router::new()
         .route(
@@ -137,6 +161,9 @@ fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
+                // A 5xx is often a refusal that clears (503 with Retry-After); failures
+                // worth an error are logged where they happen.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN))
                 .on_response(
                     |response: &Response, latency: std::time::Duration, _: &tracing::Span| {
                         tracing::info!(
@@ -147,6 +174,8 @@ fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site
                     },
                 ),
         )
+        .layer(RequestBodyTimeoutLayer::new(site.body_idle_timeout))
+        .layer(middleware::from_fn(refuse_overloaded))
         .layer(middleware::from_fn_with_state(metrics, count_in_flight))
         // Outermost, so that the span above carries the id: the proxy's (nginx:
         // `proxy_set_header X-Request-Id $request_id`) when it sent one, else a new one.
@@ -195,6 +224,29 @@ async fn count_in_flight(
 ) -> Response {
     let _in_flight = InFlight::start(&metrics.requests_in_flight);
     next.run(request).await
+}
+
+/// Answers a connection past the server's budget (see [`crate::serve`]) `503` with
+/// `Retry-After`, and closes it; `/healthz` is still answered.
+async fn refuse_overloaded(request: Request, next: Next) -> Response {
+    if request
+        .extensions()
+        .get::<crate::serve::Overloaded>()
+        .is_none()
+        || request.uri().path() == "/healthz"
+    {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::busy(
+        "too_many_connections",
+        "the server has as many connections open as it serves; try again shortly",
+        5,
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, CreatedUpload, Finish, IncomingSlice, NewUpload, UploadInfo};
 use crate::error::ApiError;
-use crate::store::{SliceTarget, SliceWriter, Store, Upload};
+use crate::store::{superseded, SliceClaim, SliceTarget, SliceWriter, Store, Upload};
 
 impl Upload {
     /// What hooks and logs know of it.
@@ -67,24 +67,26 @@ impl Backend for Store {
     async fn put_slice(&self, id: &str, slice: IncomingSlice) -> Result<(), ApiError> {
         let upload = self.get(id)?;
         let index = slice.index;
-        let lock = upload.slice_lock(index);
+        // The newest attempt at a slice wins: one before it (its client gave up, maybe on a
+        // connection that died without a word) is told to stop, and its bytes never count.
+        let mut claim = upload.claim_slice(index);
         let result = async {
-            let _guard = lock.lock().await;
+            let _guard = claim.acquire().await?;
             let (target, already_received) = upload
                 .target(index, self.limits().max_upload_size_bytes)
                 .await?;
             check_declared_len(index, &target, slice.declared_len)?;
             let len = if already_received {
                 // Idempotent re-send: check it, but never touch bytes already acknowledged.
-                receive(index, &target, slice.body, slice.digest, None).await?
+                receive(&target, slice.body, slice.digest, None, &mut claim).await?
             } else {
                 let file = self.open_for_slice(&upload, target.offset).await?;
-                receive(index, &target, slice.body, slice.digest, Some(file)).await?
+                receive(&target, slice.body, slice.digest, Some(file), &mut claim).await?
             };
             upload.mark_received(index, len, slice.digest).await
         }
         .await;
-        upload.release_slice_lock(index, &lock);
+        upload.release_slice(claim);
         if result.is_ok() {
             upload.hash_ahead();
         }
@@ -140,24 +142,47 @@ fn check_declared_len(
     ))
 }
 
-/// Streams a slice body to `file` (or nowhere), checking length and digest as it goes.
+/// Streams a slice body to `writer` (or nowhere), checking length and digest as it goes.
+/// On any failure (a cut body, one idle too long, a newer attempt taking over) the write in
+/// flight is waited for, so nothing of this attempt lands after the next one's bytes.
 async fn receive(
-    index: u64,
     target: &SliceTarget,
     body: Body,
     digest: Option<[u8; 32]>,
     mut writer: Option<SliceWriter>,
+    claim: &mut SliceClaim,
 ) -> Result<u64, ApiError> {
+    let received = receive_into(target, body, digest, writer.as_mut(), claim).await;
+    match (received, writer) {
+        (Ok(len), Some(writer)) => writer.finish().await.map(|()| len),
+        (Ok(len), None) => Ok(len),
+        (Err(error), Some(writer)) => {
+            writer.abandon().await;
+            Err(error)
+        }
+        (Err(error), None) => Err(error),
+    }
+}
+
+async fn receive_into(
+    target: &SliceTarget,
+    body: Body,
+    digest: Option<[u8; 32]>,
+    mut writer: Option<&mut SliceWriter>,
+    claim: &mut SliceClaim,
+) -> Result<u64, ApiError> {
+    let index = claim.index();
     let mut hasher = digest.map(|_| Sha256::new());
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(frame) = stream.next().await {
-        let bytes = frame.map_err(|e| {
-            ApiError::bad_request(
-                "body_incomplete",
-                format!("the slice body was cut off after {received} bytes: {e}"),
-            )
-        })?;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = claim.superseded() => return Err(superseded(index)),
+            frame = stream.next() => frame,
+        };
+        let Some(frame) = frame else { break };
+        let bytes = frame.map_err(|e| body_error(received, &e))?;
         received += bytes.len() as u64;
         if received > target.max_len {
             return Err(ApiError::bad_request(
@@ -168,7 +193,7 @@ async fn receive(
         if let Some(h) = hasher.as_mut() {
             h.update(&bytes);
         }
-        if let Some(w) = writer.as_mut() {
+        if let Some(w) = writer.as_deref_mut() {
             w.write(bytes).await?;
         }
     }
@@ -194,8 +219,24 @@ async fn receive(
             ));
         }
     }
-    if let Some(w) = writer {
-        w.finish().await?;
-    }
     Ok(received)
+}
+
+/// A body that failed: idle past the server's limit (`408`), or cut off (`400`).
+fn body_error(received: u64, error: &axum::Error) -> ApiError {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("no byte of the body arrived for too long; {received} bytes were read"),
+            );
+        }
+        source = e.source();
+    }
+    ApiError::bad_request(
+        "body_incomplete",
+        format!("the slice body was cut off after {received} bytes: {error}"),
+    )
 }

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: String,
+    /// Seconds after which to try again (`Retry-After`), for a refusal that clears.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -24,7 +26,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same error, telling the client to try again after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// 503 with `Retry-After`: a bound was reached that clears by itself.
+    pub fn busy(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(retry_after_secs)
     }
 
     /// 400.
@@ -78,6 +92,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after_secs;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
@@ -89,6 +104,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod hooks;
 pub mod metrics;
 pub mod objects;
+pub mod serve;
 pub mod store;
 
 pub use app::{app, AppState, Site};

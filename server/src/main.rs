@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chunkwise_server::metrics::{self, Metrics};
+use chunkwise_server::serve::ConnLimits;
 use chunkwise_server::{app, AppState, Backend, Limits, Site, Store};
 use clap::Parser;
 
@@ -38,6 +39,13 @@ struct Cli {
     /// Incomplete uploads untouched for this long are removed (e.g. 24h, 30m).
     #[arg(long, env = "CHUNKWISE_EXPIRE_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
     expire_after: Duration,
+    /// Unfinished uploads kept at once; past it, creates are answered 503 with Retry-After.
+    #[arg(
+        long,
+        env = "CHUNKWISE_MAX_UNFINISHED_UPLOADS",
+        default_value_t = 10_000
+    )]
+    max_unfinished_uploads: u64,
     /// The demo page's folder, served at `/`.
     #[arg(long, env = "CHUNKWISE_WWW")]
     www: Option<PathBuf>,
@@ -96,6 +104,17 @@ struct Cli {
     /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, env = "CHUNKWISE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// A request's headers, or a kept-alive connection's next request, must arrive within
+    /// this (e.g. 30s); then the connection is closed.
+    #[arg(long, env = "CHUNKWISE_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// A request body none of whose bytes arrives for this long is cut off (e.g. 60s).
+    #[arg(long, env = "CHUNKWISE_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    body_idle_timeout: Duration,
+    /// Connections served at once; more are answered 503 with Retry-After. By default
+    /// as many as the open files limit (raised to its hard limit at start) allows.
+    #[arg(long, env = "CHUNKWISE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Test only: honour fault-injection rules (`/_test/faults/{key}`). Never in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -144,11 +163,32 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if cli.max_chunk_size == 0 || cli.max_upload_size == 0 {
         return Err("--max-chunk-size and --max-upload-size must be at least 1".into());
     }
+    // clap reads an empty variable as unset; an operator who set one meant something.
+    let empty_env = |name: &str| std::env::var_os(name).is_some_and(|v| v.is_empty());
+    if cli.token.as_deref() == Some("") || empty_env("CHUNKWISE_TOKEN") {
+        return Err("--token (CHUNKWISE_TOKEN) is empty: give a token, or leave it out for a server without one".into());
+    }
+    if cli.hook_secret.as_deref() == Some("") || empty_env("CHUNKWISE_HOOK_SECRET") {
+        return Err("--hook-secret (CHUNKWISE_HOOK_SECRET) is empty: give a secret, or leave it out for unsigned events".into());
+    }
+    if cli.enable_fault_injection && !cli.listen.ip().is_loopback() {
+        return Err(format!(
+            "--enable-fault-injection is for tests on loopback only; --listen {} is not",
+            cli.listen
+        )
+        .into());
+    }
     if cli.hook_url.is_none() && cli.hook_secret.is_some() {
         return Err("--hook-secret needs --hook-url".into());
     }
     if cli.hook_timeout.is_zero() {
         return Err("--hook-timeout must be more than 0".into());
+    }
+    if cli.header_timeout.is_zero() || cli.body_idle_timeout.is_zero() {
+        return Err("--header-timeout and --body-idle-timeout must be more than 0".into());
+    }
+    if cli.max_connections == Some(0) {
+        return Err("--max-connections must be at least 1".into());
     }
     if let Some(endpoint) = cli.s3_endpoint.clone() {
         let (bucket, prefix, through) = match (&cli.s3_bucket, &cli.store) {
@@ -165,6 +205,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         max_upload_size_bytes: cli.max_upload_size,
         max_chunk_size_bytes: cli.max_chunk_size,
         expire_after: cli.expire_after,
+        max_unfinished_uploads: cli.max_unfinished_uploads,
     };
     let store = Arc::new(
         Store::open(&cli.data_dir, limits)
@@ -274,6 +315,7 @@ fn site(cli: &Cli) -> Site {
         pkg: cli.pkg.clone(),
         allowed_origins: cli.allowed_origins.clone(),
         faults,
+        body_idle_timeout: cli.body_idle_timeout,
     }
 }
 
@@ -286,7 +328,6 @@ async fn serve<B: Backend>(
     metrics: Arc<Metrics>,
     log: impl FnOnce(SocketAddr),
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use axum::serve::ListenerExt as _;
     let site = site(cli);
     if let Some(listen) = cli.metrics_listen {
         let present = metrics::Present {
@@ -318,35 +359,35 @@ async fn serve<B: Backend>(
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    // The no-op tap lets handlers read the peer's address (`ConnectInfo<SocketAddr>`)
-    // through the counting listener.
-    let listener =
-        metrics::CountingListener::new(listener, metrics.connections_open.clone()).tap_io(|_| {});
+    let open_files = chunkwise_server::serve::raise_open_files_limit();
+    let mut limits = ConnLimits::for_open_files(open_files, cli.max_connections);
+    limits.header_timeout = cli.header_timeout;
     // Printed on stdout, alone on its line, so scripts and tests can find the port.
     println!("chunkwise-server listening on http://{addr}");
     if site.www.is_some() {
         println!("demo page: http://{addr}/");
     }
     log(addr);
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
+    tracing::info!(
+        open_files,
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        body_idle_timeout = ?site.body_idle_timeout,
+        "connection limits"
+    );
+    // Requests in flight get a moment to finish after SIGTERM, not forever: a slice
+    // trickling in behind a proxy's kept-alive connection would hold a restart for as long
+    // as it takes. A slice cut there was never recorded (only fsynced slices are), so its
+    // client sends it again.
+    chunkwise_server::serve::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        limits,
+        metrics.connections_open.clone(),
+        shutdown(),
+        SHUTDOWN_GRACE,
     )
-    .with_graceful_shutdown(async move {
-        shutdown().await;
-        let _ = stopping.send(true);
-    });
-    // Requests in flight get a moment to finish, not forever: a slice trickling in behind
-    // a proxy's kept-alive connection would hold a restart for as long as it takes. A slice
-    // cut here was never recorded (only fsynced slices are), so its client sends it again.
-    tokio::select! {
-        result = server => result?,
-        _ = async {
-            let _ = stopped.wait_for(|stop| *stop).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::info!("stopped; requests still in flight were cut and will be resent"),
-    }
+    .await;
     Ok(())
 }
 

@@ -42,6 +42,19 @@ pub struct Limits {
     pub max_chunk_size_bytes: u64,
     /// Incomplete uploads untouched for this long are removed.
     pub expire_after: Duration,
+    /// Unfinished uploads kept at once; past it, creates are refused (`503`).
+    pub max_unfinished_uploads: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_size_bytes: 64 << 30,
+            max_chunk_size_bytes: 256 << 20,
+            expire_after: Duration::from_secs(24 * 3600),
+            max_unfinished_uploads: 10_000,
+        }
+    }
 }
 
 /// What `meta.json` holds.
@@ -106,17 +119,82 @@ pub struct Upload {
     state: tokio::sync::Mutex<State>,
     /// Locked before `state` whenever both are held.
     frontier: Arc<tokio::sync::Mutex<Frontier>>,
-    slice_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Slices being written, each with its writer's lock and turn.
+    slice_slots: Mutex<HashMap<u64, SliceSlot>>,
+    /// `complete` calls under way: while any is, slices are refused.
+    completing: AtomicU64,
     last_activity_ms: AtomicU64,
     deleted: AtomicBool,
 }
 
-/// All uploads.
+/// One slice's writers: the lock the one writing holds, and a turn counter each new
+/// attempt bumps, which tells the attempt before it (writing, or waiting for the lock) to
+/// give up. A connection that died without a word never holds a slice against its retry.
+#[derive(Debug)]
+struct SliceSlot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    turn: tokio::sync::watch::Sender<u64>,
+}
+
+/// One attempt's claim on a slice (see [`Upload::claim_slice`]).
+#[derive(Debug)]
+pub struct SliceClaim {
+    index: u64,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    turn: tokio::sync::watch::Receiver<u64>,
+}
+
+impl SliceClaim {
+    /// Resolves when a newer attempt at the same slice (or `complete`) took over.
+    pub async fn superseded(&mut self) {
+        if self.turn.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Waits for the attempt before this one to let go of the slice; fails if this one
+    /// is superseded first.
+    pub async fn acquire(&mut self) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+        let lock = self.lock.clone();
+        tokio::select! {
+            biased;
+            () = self.superseded() => Err(superseded(self.index)),
+            guard = lock.lock_owned() => Ok(guard),
+        }
+    }
+
+    /// The slice's index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+}
+
+/// The answer to an attempt a newer one took over from (its client had given up on it).
+pub fn superseded(index: u64) -> ApiError {
+    ApiError::conflict(
+        "slice_superseded",
+        format!("a newer request for slice {index} took over from this one"),
+    )
+}
+
+/// Counts a `complete` under way until dropped.
+struct Completing<'a>(&'a AtomicU64);
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// All uploads: the unfinished ones in memory, the completed ones on disk (read when asked
+/// for, so that memory does not grow with the number of completed uploads).
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     limits: Limits,
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
+    /// Uploads created (or reloaded) and not yet completed, deleted or expired.
+    unfinished: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -157,6 +235,22 @@ fn contiguous(state: &State, from: u64, limit: usize) -> Vec<(u64, u64, Option<[
         })
         .take(limit)
         .collect()
+}
+
+/// Forgets every received slice from `count` on.
+fn forget_slices_from(state: &mut State, count: u64) {
+    state.received = IndexSet::from_ranges(
+        state
+            .received
+            .ranges()
+            .filter(|r| r.start < count)
+            .map(|r| [r.start, r.end.min(count)]),
+    );
+    state.slices.retain(|&index, _| index < count);
+    state.bytes_received = state.slices.values().map(|&(len, _)| len).sum();
+    if state.short_tail.is_some_and(|(index, _)| index >= count) {
+        state.short_tail = None;
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename.
@@ -264,6 +358,12 @@ impl SliceWriter {
         Ok(())
     }
 
+    /// Waits for the write in flight, if any, so that no byte of an abandoned attempt
+    /// lands after the next attempt's.
+    pub async fn abandon(mut self) {
+        let _ = self.wait_in_flight().await;
+    }
+
     /// Writes what is left and flushes the file's data to disk (`fdatasync`).
     pub async fn finish(mut self) -> Result<(), ApiError> {
         self.flush_batch().await?;
@@ -289,7 +389,8 @@ impl Upload {
             metadata,
             state: tokio::sync::Mutex::new(state),
             frontier: Arc::default(),
-            slice_locks: Mutex::default(),
+            slice_slots: Mutex::default(),
+            completing: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(last_activity_ms),
             deleted: AtomicBool::new(false),
         }
@@ -325,18 +426,45 @@ impl Upload {
         Ok(())
     }
 
-    /// The lock serialising writers of one slice.
-    pub fn slice_lock(&self, index: u64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.slice_locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(index).or_default().clone()
+    /// Claims slice `index` for a new attempt, telling any earlier attempt at it (writing,
+    /// or waiting to) to give up: the newest attempt is the one its client waits for.
+    pub fn claim_slice(&self, index: u64) -> SliceClaim {
+        let mut slots = self.slice_slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.entry(index).or_insert_with(|| SliceSlot {
+            lock: Arc::default(),
+            turn: tokio::sync::watch::channel(0).0,
+        });
+        slot.turn.send_modify(|turn| *turn += 1);
+        SliceClaim {
+            index,
+            lock: slot.lock.clone(),
+            turn: slot.turn.subscribe(),
+        }
     }
 
-    /// Drops the lock entry of slice `index` once its writer is done, unless another waits.
-    pub fn release_slice_lock(&self, index: u64, lock: &Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.slice_locks.lock().unwrap_or_else(|e| e.into_inner());
-        // Two references: the map's and the caller's. More means another writer waits.
-        if Arc::strong_count(lock) <= 2 {
-            locks.remove(&index);
+    /// Drops slice `index`'s slot once its last attempt is done.
+    pub fn release_slice(&self, claim: SliceClaim) {
+        let mut slots = self.slice_slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the slot's and the claim's. More means another attempt waits.
+        if Arc::strong_count(&claim.lock) <= 2 {
+            slots.remove(&claim.index);
+        }
+    }
+
+    /// Tells every attempt at a slice to give up, and waits until none writes.
+    async fn stop_slice_writers(&self) {
+        let locks: Vec<_> = {
+            let slots = self.slice_slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .values()
+                .map(|slot| {
+                    slot.turn.send_modify(|turn| *turn += 1);
+                    slot.lock.clone()
+                })
+                .collect()
+        };
+        for lock in locks {
+            drop(lock.lock().await);
         }
     }
 
@@ -353,6 +481,13 @@ impl Upload {
             return Err(ApiError::conflict(
                 "upload_complete",
                 "the upload is complete; it takes no more slices",
+            ));
+        }
+        if self.completing.load(Ordering::Acquire) > 0 {
+            return Err(ApiError::busy(
+                "upload_completing",
+                "the upload is being completed; it takes no slices meanwhile",
+                1,
             ));
         }
         let geometry = Geometry::new(self.chunk_size, state.size)
@@ -403,6 +538,28 @@ impl Upload {
                 "upload_complete",
                 "the upload is complete; it takes no more slices",
             ));
+        }
+        // The size may have become known while this slice was on its way (a short slice
+        // fixed it): a slice past it, or of another length than its place, is refused,
+        // so that what is recorded always fits the size and can be completed.
+        if let Some(size) = state.size {
+            let range = Geometry::new(self.chunk_size, Some(size))
+                .and_then(|geometry| geometry.slice_range(index))
+                .map_err(|_| {
+                    ApiError::conflict(
+                        "size_conflict",
+                        format!("slice {index} lies past the upload's size of {size} bytes"),
+                    )
+                })?;
+            if len != range.end - range.start {
+                return Err(ApiError::bad_request(
+                    "length_mismatch",
+                    format!(
+                        "slice {index} has {len} bytes; the upload's size of {size} bytes gives it {}",
+                        range.end - range.start
+                    ),
+                ));
+            }
         }
         let mut new_size = None;
         if len < self.chunk_size {
@@ -572,6 +729,7 @@ impl Store {
             root,
             limits,
             uploads: Mutex::new(HashMap::new()),
+            unfinished: AtomicU64::new(0),
         };
         store.reload()?;
         Ok(store)
@@ -600,23 +758,9 @@ impl Store {
                 }
             }
         }
-        for entry in std::fs::read_dir(self.root.join("files"))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json").filter(|id| is_valid_id(id)) else {
-                continue;
-            };
-            if uploads.contains_key(id) {
-                continue;
-            }
-            let meta: FinalMeta =
-                match std::fs::read(entry.path()).map(|b| serde_json::from_slice(&b)) {
-                    Ok(Ok(meta)) => meta,
-                    _ => continue,
-                };
-            uploads.insert(id.to_string(), Arc::new(self.completed_upload(meta)));
-        }
-        tracing::info!(uploads = uploads.len(), "reloaded uploads");
+        self.unfinished
+            .store(uploads.len() as u64, Ordering::Release);
+        tracing::info!(unfinished = uploads.len(), "reloaded uploads");
         Ok(())
     }
 
@@ -651,7 +795,7 @@ impl Store {
         if let Ok(bytes) = std::fs::read(dir.join("completed.json")) {
             let meta: FinalMeta = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
             Self::finish_move(&self.root.join("files"), dir, &meta)?;
-            return Ok(Some(self.completed_upload(meta)));
+            return Ok(None);
         }
         let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json"))?)
             .map_err(std::io::Error::other)?;
@@ -679,18 +823,29 @@ impl Store {
             slices: HashMap::new(),
             completed: None,
         };
-        for record in journal[..whole].chunks_exact(JOURNAL_RECORD_BYTES) {
-            let index = u64::from_le_bytes(record[..8].try_into().unwrap_or_default());
-            let len = u64::from_le_bytes(record[8..16].try_into().unwrap_or_default());
-            let sha256: [u8; 32] = record[16..].try_into().unwrap_or_default();
-            if state.received.insert(index) {
-                state
-                    .slices
-                    .insert(index, (len, (sha256 != [0; 32]).then_some(sha256)));
-                state.bytes_received += len;
-                if len < meta.chunk_size {
-                    state.short_tail = Some((index, len));
-                }
+        let mut records: Vec<(u64, u64, [u8; 32])> = journal[..whole]
+            .chunks_exact(JOURNAL_RECORD_BYTES)
+            .map(|record| {
+                let index = u64::from_le_bytes(record[..8].try_into().unwrap_or_default());
+                let len = u64::from_le_bytes(record[8..16].try_into().unwrap_or_default());
+                let sha256: [u8; 32] = record[16..].try_into().unwrap_or_default();
+                (index, len, sha256)
+            })
+            .collect();
+        // In index order, so that each insert appends (slices arrive in any order: inserted
+        // as recorded, a million scattered ones would take minutes). The first record of an
+        // index is the one that counts.
+        records.sort_by_key(|&(index, _, _)| index);
+        records.dedup_by_key(|&mut (index, _, _)| index);
+        state.slices.reserve(records.len());
+        for (index, len, sha256) in records {
+            state.received.insert(index);
+            state
+                .slices
+                .insert(index, (len, (sha256 != [0; 32]).then_some(sha256)));
+            state.bytes_received += len;
+            if len < meta.chunk_size {
+                state.short_tail = Some((index, len));
             }
         }
         let last_activity = std::fs::metadata(dir.join("meta.json"))
@@ -743,11 +898,33 @@ impl Store {
                 "an upload id is 22 characters of A-Z, a-z, 0-9, '-' and '_'",
             ));
         }
-        let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        uploads
+        if let Some(upload) = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
-            .ok_or_else(|| ApiError::upload_not_found(id))
+        {
+            return Ok(upload);
+        }
+        // A completed upload: its record is small, and read only when asked for.
+        let path = self.root.join("files").join(format!("{id}.json"));
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<FinalMeta>(&bytes) {
+                Ok(meta) if meta.id == id => Ok(Arc::new(self.completed_upload(meta))),
+                _ => Err(ApiError::storage(
+                    "reading a completed upload's record",
+                    &std::io::Error::other(format!(
+                        "{} is not a completed upload's record",
+                        path.display()
+                    )),
+                )),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ApiError::upload_not_found(id))
+            }
+            Err(e) => Err(ApiError::storage("reading a completed upload's record", &e)),
+        }
     }
 
     /// Creates an upload.
@@ -757,6 +934,42 @@ impl Store {
         size: Option<u64>,
         metadata: BTreeMap<String, String>,
     ) -> Result<Arc<Upload>, ApiError> {
+        let max = self.limits.max_unfinished_uploads;
+        if self.unfinished.fetch_add(1, Ordering::AcqRel) >= max {
+            self.unfinished.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::busy(
+                "too_many_uploads",
+                format!("the server holds {max} unfinished uploads, its limit; try again later"),
+                60,
+            ));
+        }
+        let created = self.create_counted(chunk_size, size, metadata).await;
+        if created.is_err() {
+            self.unfinished.fetch_sub(1, Ordering::AcqRel);
+        }
+        created
+    }
+
+    async fn create_counted(
+        &self,
+        chunk_size: u64,
+        size: Option<u64>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Arc<Upload>, ApiError> {
+        if let Some(size) = size {
+            let root = self.root.clone();
+            let free = blocking("reading the free space", move || {
+                crate::metrics::free_bytes(&root)
+            })
+            .await?;
+            if size > free {
+                return Err(ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    format!("the upload's {size} bytes exceed the {free} bytes free on the server's disk"),
+                ));
+            }
+        }
         let id = new_id()?;
         let dir = self.root.join("uploads").join(&id);
         let meta = Meta {
@@ -767,15 +980,22 @@ impl Store {
         let dir_for_io = dir.clone();
         blocking("creating the upload", move || {
             std::fs::create_dir(&dir_for_io)?;
-            let data = std::fs::File::create(dir_for_io.join("data"))?;
-            if let Some(size) = meta.size {
-                // Sparse: no disk is used until bytes arrive.
-                data.set_len(size)?;
+            let made = (|| {
+                let data = std::fs::File::create(dir_for_io.join("data"))?;
+                if let Some(size) = meta.size {
+                    // Sparse: no disk is used until bytes arrive.
+                    data.set_len(size)?;
+                }
+                write_atomic(
+                    &dir_for_io.join("meta.json"),
+                    &serde_json::to_vec(&meta).map_err(std::io::Error::other)?,
+                )
+            })();
+            if made.is_err() {
+                // A full disk (say) leaves nothing behind.
+                let _ = std::fs::remove_dir_all(&dir_for_io);
             }
-            write_atomic(
-                &dir_for_io.join("meta.json"),
-                &serde_json::to_vec(&meta).map_err(std::io::Error::other)?,
-            )
+            made
         })
         .await?;
         let state = State {
@@ -834,8 +1054,34 @@ impl Store {
         slices_sha256: Option<[u8; 32]>,
     ) -> Result<Completed, ApiError> {
         upload.ensure_live()?;
+        // No slice is taken from here on, and every attempt still writing is told to stop
+        // and waited for: once `complete` answers, no byte ever reaches the file again.
+        upload.completing.fetch_add(1, Ordering::AcqRel);
+        let _completing = Completing(&upload.completing);
+        upload.stop_slice_writers().await;
         let mut frontier = upload.frontier.lock().await;
         let mut state = upload.state.lock().await;
+        // Expiry or a delete may have come first.
+        upload.ensure_live()?;
+        if state.completed.is_none() {
+            // An earlier `complete` verified the upload and recorded it, but could not
+            // finish moving it (a full disk): finish that now, verifying nothing again.
+            let dir = upload.dir.clone();
+            let files = self.root.join("files");
+            let recorded = blocking("finishing a completed upload", move || {
+                let meta: FinalMeta = match std::fs::read(dir.join("completed.json")) {
+                    Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                Self::finish_move(&files, &dir, &meta)?;
+                Ok(Some(meta))
+            })
+            .await?;
+            if let Some(meta) = recorded {
+                self.mark_completed(upload, &mut state, meta);
+            }
+        }
         if let Some(done) = &state.completed {
             if let Some(size) = size.filter(|&size| size != done.size) {
                 return Err(ApiError::bad_request(
@@ -888,11 +1134,10 @@ impl Store {
             ));
         }
         let count = size.div_ceil(upload.chunk_size);
-        if let Some(max) = state.received.max().filter(|&max| max >= count) {
-            return Err(ApiError::conflict(
-                "size_conflict",
-                format!("size {size} means {count} slices, but slice {max} was received"),
-            ));
+        if state.received.max().is_some_and(|max| max >= count) {
+            // Slices past the end (sent before a deferred size was known) are not part of
+            // the upload: completed with the slices that fit, and their bytes cut off below.
+            forget_slices_from(&mut state, count);
         }
         if state.size.is_none() && size % upload.chunk_size != 0 && state.short_tail.is_none() {
             // The last slice would be short, but only full-length slices were received.
@@ -986,7 +1231,8 @@ impl Store {
         let files = self.root.join("files");
         let meta_for_io = meta.clone();
         blocking("storing the completed upload", move || {
-            // Recorded first, so that a crash during the move is finished on restart.
+            // Recorded first, so that a crash or a full disk during the move is finished on
+            // restart, or by the client's next `complete`.
             write_atomic(
                 &dir.join("completed.json"),
                 &serde_json::to_vec(&meta_for_io).map_err(std::io::Error::other)?,
@@ -994,26 +1240,44 @@ impl Store {
             Self::finish_move(&files, &dir, &meta_for_io)
         })
         .await?;
+        Ok(self.mark_completed(upload, &mut state, meta))
+    }
+
+    /// Records in memory that `upload` completed as `meta` says: it no longer counts as
+    /// unfinished, and leaves memory (later requests read its record from disk).
+    fn mark_completed(&self, upload: &Upload, state: &mut State, meta: FinalMeta) -> Completed {
         let completed = Completed {
             id: meta.id,
-            size,
+            size: meta.size,
             sha256: Some(meta.sha256),
             slices_sha256: meta.slices_sha256,
         };
-        state.size = Some(size);
+        state.size = Some(meta.size);
         state.slices = HashMap::new();
         state.completed = Some(completed.clone());
         upload.touch();
-        Ok(completed)
+        let removed = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&upload.id);
+        if removed.is_some() {
+            self.unfinished.fetch_sub(1, Ordering::AcqRel);
+        }
+        completed
     }
 
     /// Removes an upload and its bytes, complete or not.
     pub async fn delete(&self, upload: &Arc<Upload>) -> Result<(), ApiError> {
         upload.deleted.store(true, Ordering::Release);
-        self.uploads
+        let removed = self
+            .uploads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&upload.id);
+        if removed.is_some() {
+            self.unfinished.fetch_sub(1, Ordering::AcqRel);
+        }
         let _state = upload.state.lock().await;
         let dir = upload.dir.clone();
         let file = self.file_path(&upload.id);
@@ -1033,38 +1297,44 @@ impl Store {
         .await
     }
 
-    /// Every completed upload, with its completion.
+    /// Every completed upload, with its completion, read from disk (at start, for the hooks
+    /// to replay what was never delivered).
     pub async fn completed(&self) -> Vec<(Arc<Upload>, Completed)> {
-        let uploads: Vec<Arc<Upload>> = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut completed = Vec::new();
-        for upload in uploads {
-            let done = upload.state.lock().await.completed.clone();
-            if let Some(done) = done {
-                completed.push((upload, done));
+        let files = self.root.join("files");
+        let metas = blocking("listing completed uploads", move || {
+            let mut metas = Vec::new();
+            for entry in std::fs::read_dir(files)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.strip_suffix(".json").is_some_and(is_valid_id) {
+                    if let Ok(Ok(meta)) = std::fs::read(entry.path())
+                        .map(|bytes| serde_json::from_slice::<FinalMeta>(&bytes))
+                    {
+                        metas.push(meta);
+                    }
+                }
             }
-        }
-        completed
+            Ok(metas)
+        })
+        .await
+        .unwrap_or_default();
+        metas
+            .into_iter()
+            .map(|meta| {
+                let done = Completed {
+                    id: meta.id.clone(),
+                    size: meta.size,
+                    sha256: Some(meta.sha256.clone()),
+                    slices_sha256: meta.slices_sha256.clone(),
+                };
+                (Arc::new(self.completed_upload(meta)), done)
+            })
+            .collect()
     }
 
-    /// How many uploads are not completed. One whose state is busy (a slice being recorded,
-    /// a `complete` running) counts as unfinished: it is, until that answers.
+    /// How many uploads are unfinished: created and not yet completed, deleted or expired.
     pub fn unfinished(&self) -> u64 {
-        let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        uploads
-            .values()
-            .filter(|upload| {
-                upload
-                    .state
-                    .try_lock()
-                    .map_or(true, |state| state.completed.is_none())
-            })
-            .count() as u64
+        self.unfinished.load(Ordering::Acquire)
     }
 
     /// Removes incomplete uploads untouched for longer than `expire_after`, and returns
@@ -1081,8 +1351,17 @@ impl Store {
         };
         let mut removed = Vec::new();
         for upload in stale {
-            if upload.state.lock().await.completed.is_some() {
-                continue;
+            {
+                // Decided under the upload's lock, which `complete` holds throughout: an
+                // upload is either completed or expired, never completed and then deleted.
+                let state = upload.state.lock().await;
+                if state.completed.is_some()
+                    || upload.completing.load(Ordering::Acquire) > 0
+                    || upload.last_activity_ms.load(Ordering::Relaxed) >= cutoff
+                {
+                    continue;
+                }
+                upload.deleted.store(true, Ordering::Release);
             }
             match self.delete(&upload).await {
                 Ok(()) => removed.push(upload),

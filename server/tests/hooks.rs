@@ -143,6 +143,7 @@ async fn server(dir: &std::path::Path, hook_url: &str, timeout: Duration) -> Str
                 max_upload_size_bytes: 1 << 30,
                 max_chunk_size_bytes: 1 << 24,
                 expire_after: Duration::from_secs(3600),
+                ..Limits::default()
             },
         )
         .unwrap(),

@@ -1,6 +1,8 @@
 // A fault-injecting TCP proxy between the browser and the server, for what an HTTP layer
-// cannot fake: connections reset in the middle of a request body, and a server that is
-// down (connections refused) for a while.
+// cannot fake: connections reset in the middle of a request body, connections that go
+// silent mid-body (a phone changing networks: no FIN or RST ever reaches the server), and a
+// server that is down (connections refused) for a while. It reads the HTTP/1.1 requests it
+// forwards, so that tests count what was really sent (`state.requests`).
 import net from "node:net";
 
 const MIB = 1024 * 1024;
@@ -10,7 +12,17 @@ export async function startProxy(targetPort) {
   // carrying the next byte is reset (mid-body, when a body is being sent).
   // flipAfterBytes: once that many more bytes went towards the server, the next byte is
   // inverted on the way (corruption in transit that TCP's checksum let through).
-  const state = { resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0 };
+  // silenceAfterBytes: once that many more bytes went towards the server, the connection
+  // carrying the next byte forwards nothing more either way, and its server side is kept
+  // open (when the browser gives up on it, the server is not told).
+  const state = {
+    resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0,
+    silenceAfterBytes: 0, silenced: 0,
+    /** Every request forwarded towards the server, as `{ method, path, slice }` (`slice`:
+     * the Chunkwise-Slice header, or the v1 path's index), in order. */
+    requests: [],
+  };
+  const silent = new Set();
   const open = new Set();
   const server = net.createServer((client) => {
     if (state.down) {
@@ -22,13 +34,30 @@ export async function startProxy(targetPort) {
     open.add(client);
     open.add(upstream);
     let sinceDraw = 0;
+    const reader = requestReader((request) => state.requests.push(request));
     // A TCP reset towards the browser; the server side is simply closed. (resetAndDestroy
     // on a socket that is not fully open can leave a handle that keeps node from exiting.)
     const kill = () => {
       if (!client.destroyed) client.readyState === "open" ? client.resetAndDestroy() : client.destroy();
       if (!upstream.destroyed) upstream.destroy();
     };
+    let silenced = false;
     client.on("data", (data) => {
+      if (silenced) return;
+      if (state.silenceAfterBytes > 0) {
+        state.silenceAfterBytes -= data.length;
+        if (state.silenceAfterBytes <= 0) {
+          // Forward what came before the silence, then nothing.
+          const keep = data.length + state.silenceAfterBytes;
+          state.silenceAfterBytes = 0;
+          state.silenced++;
+          silenced = true;
+          silent.add(upstream);
+          upstream.unpipe(client);
+          if (keep > 0) { reader(data.subarray(0, keep)); upstream.write(data.subarray(0, keep)); }
+          return;
+        }
+      }
       if (state.cutAfterBytes > 0) {
         state.cutAfterBytes -= data.length;
         if (state.cutAfterBytes <= 0) {
@@ -58,17 +87,20 @@ export async function startProxy(targetPort) {
           return;
         }
       }
+      reader(data);
       if (!upstream.write(data)) {
         client.pause();
         upstream.once("drain", () => client.resume());
       }
     });
     upstream.pipe(client);
-    client.on("end", () => upstream.end());
-    client.on("error", kill);
+    // A silenced connection's server side outlives the browser's: the server hears nothing.
+    const killUnlessSilent = () => { if (silenced) { if (!client.destroyed) client.destroy(); } else kill(); };
+    client.on("end", () => { if (!silenced) upstream.end(); });
+    client.on("error", killUnlessSilent);
     upstream.on("error", kill);
-    client.on("close", () => { open.delete(client); kill(); });
-    upstream.on("close", () => { open.delete(upstream); kill(); });
+    client.on("close", () => { open.delete(client); killUnlessSilent(); });
+    upstream.on("close", () => { open.delete(upstream); silent.delete(upstream); kill(); });
   });
   await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
   return {
@@ -81,11 +113,44 @@ export async function startProxy(targetPort) {
       await new Promise((r) => setTimeout(r, ms));
       state.down = false;
     },
+    /** How many times slice `index` was sent (PUT) through the proxy. */
+    sends(index) {
+      return state.requests.filter((r) => r.method === "PUT" && r.slice === index).length;
+    },
     close() {
       state.down = true;
       for (const socket of open) socket.destroy();
+      for (const socket of silent) socket.destroy();
       server.close();
       server.unref();
     },
+  };
+}
+
+/** Follows the HTTP/1.1 requests in one connection's bytes towards the server (heads and
+ * Content-Length bodies; what browsers send), calling `onRequest` at each request's head. */
+function requestReader(onRequest) {
+  let head = Buffer.alloc(0);
+  let bodyLeft = 0;
+  return (data) => {
+    while (data.length > 0) {
+      if (bodyLeft > 0) {
+        const n = Math.min(bodyLeft, data.length);
+        bodyLeft -= n;
+        data = data.subarray(n);
+        continue;
+      }
+      head = Buffer.concat([head, data]);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const lines = head.subarray(0, end).toString("latin1").split("\r\n");
+      data = head.subarray(end + 4);
+      head = Buffer.alloc(0);
+      const [method, path] = lines[0].split(" ");
+      const header = (name) => lines.find((l) => l.toLowerCase().startsWith(name + ":"))?.slice(name.length + 1).trim();
+      bodyLeft = Number(header("content-length") ?? 0);
+      const named = header("chunkwise-slice") ?? path.match(/\/slices\/(\d+)/)?.[1];
+      onRequest({ method, path, slice: named === undefined ? undefined : Number(named) });
+    }
   };
 }

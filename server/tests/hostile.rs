@@ -1,0 +1,534 @@
+//! The real binary on a real socket against clients that die without a word, trickle, lie
+//! or flood: nothing may wedge, grow without bound, or change a verified file.
+
+mod support;
+
+use std::time::Duration;
+
+use chunkwise_core::protocol;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::spawn;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const MIB: usize = 1 << 20;
+
+/// A bound on anything that should answer at once: generous, so that a loaded machine
+/// never fails it, and finite, so that a wedge fails the test instead of hanging it.
+const PROMPTLY: Duration = Duration::from_secs(20);
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    protocol::hex(&Sha256::digest(bytes))
+}
+
+fn addr(base: &str) -> String {
+    base.trim_start_matches("http://").to_string()
+}
+
+async fn create(base: &str, body: Value) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/uploads"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    format!("/{}", response.headers()["location"].to_str().unwrap())
+}
+
+async fn put(base: &str, location: &str, index: usize, body: &[u8]) -> (u16, Value) {
+    let response = tokio::time::timeout(
+        PROMPTLY,
+        reqwest::Client::new()
+            .put(format!("{base}{location}/slices/{index}"))
+            .header(
+                "content-digest",
+                protocol::content_digest(&Sha256::digest(body).into()),
+            )
+            .body(body.to_vec())
+            .send(),
+    )
+    .await
+    .expect("the slice was answered")
+    .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn complete(base: &str, location: &str, body: Value) -> (u16, Value) {
+    let response = tokio::time::timeout(
+        PROMPTLY,
+        reqwest::Client::new()
+            .post(format!("{base}{location}/complete"))
+            .body(body.to_string())
+            .send(),
+    )
+    .await
+    .expect("complete was answered")
+    .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends a slice's headers (announcing `len` bytes) and the first `sent` of `body` on a
+/// connection of its own, and leaves it open: a client gone silent mid-body.
+async fn put_partial(
+    base: &str,
+    location: &str,
+    index: usize,
+    body: &[u8],
+    sent: usize,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
+    let head = format!(
+        "PUT {location}/slices/{index} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        addr(base),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// Reads what the server sends until it closes the connection (or `within` passes).
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut answer)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+fn stored(dir: &std::path::Path, location: &str) -> Vec<u8> {
+    let id = location.rsplit('/').next().unwrap();
+    std::fs::read(dir.join("files").join(id)).unwrap()
+}
+
+#[tokio::test]
+async fn a_slice_whose_connection_went_silent_never_holds_up_its_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &[]);
+    let source = bytes(4 * MIB, 1);
+    let location = create(&base, json!({"chunkSize": 2 * MIB, "size": source.len()})).await;
+    // Half of slice 1 arrives, then nothing: no FIN, no RST (a phone changing networks).
+    let silent = put_partial(&base, &location, 1, &source[2 * MIB..], MIB).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The retry takes over at once, again and again.
+    for _ in 0..3 {
+        let silent_again = put_partial(&base, &location, 1, &source[2 * MIB..], MIB / 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(silent_again);
+    }
+    assert_eq!(put(&base, &location, 1, &source[2 * MIB..]).await.0, 204);
+    assert_eq!(put(&base, &location, 0, &source[..2 * MIB]).await.0, 204);
+    let (status, done) = complete(&base, &location, json!({"sha256": sha_hex(&source)})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(sha_hex(&stored(dir.path(), &location)), sha_hex(&source));
+    drop(silent);
+}
+
+#[tokio::test]
+async fn the_old_attempt_at_a_slice_is_told_it_was_superseded_and_its_bytes_never_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &[]);
+    let source = bytes(2 * MIB, 2);
+    let location = create(&base, json!({"chunkSize": 2 * MIB, "size": source.len()})).await;
+    // The old attempt carries other bytes (a lying or confused client); once the new one
+    // is stored, the old one's remaining bytes must not land.
+    let garbage = bytes(2 * MIB, 99);
+    let mut old = put_partial(&base, &location, 0, &garbage, MIB).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(put(&base, &location, 0, &source).await.0, 204);
+    let answer = read_until_closed(&mut old, PROMPTLY)
+        .await
+        .expect("the old attempt was answered");
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("slice_superseded"), "{answer}");
+    let (status, done) = complete(&base, &location, json!({"sha256": sha_hex(&source)})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(sha_hex(&stored(dir.path(), &location)), sha_hex(&source));
+}
+
+#[tokio::test]
+async fn idle_and_trickling_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(
+        dir.path(),
+        &["--header-timeout", "1s", "--body-idle-timeout", "1s"],
+    );
+    // Connected, and silent.
+    let mut idle = TcpStream::connect(addr(&base)).await.unwrap();
+    // Headers one line at a time, far slower than a client would.
+    let mut trickle = TcpStream::connect(addr(&base)).await.unwrap();
+    let trickling = tokio::spawn(async move {
+        for line in [
+            "GET /healthz HTTP/1.1\r\n",
+            "Host: x\r\n",
+            "X-A: 1\r\n",
+            "X-B: 2\r\n",
+            "X-C: 3\r\n",
+            "X-D: 4\r\n",
+        ] {
+            if trickle.write_all(line.as_bytes()).await.is_err() {
+                return Some(trickle);
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        Some(trickle)
+    });
+    // A body that stops.
+    let source = bytes(MIB, 3);
+    let location = create(&base, json!({"chunkSize": MIB, "size": MIB})).await;
+    let mut stalled = put_partial(&base, &location, 0, &source, 1000).await;
+
+    assert!(
+        read_until_closed(&mut idle, PROMPTLY).await.is_some(),
+        "the idle connection is still open"
+    );
+    let answer = read_until_closed(&mut stalled, PROMPTLY)
+        .await
+        .expect("the stalled body is still open");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    let mut trickle = trickling.await.unwrap().unwrap();
+    assert!(
+        read_until_closed(&mut trickle, PROMPTLY).await.is_some(),
+        "the trickling connection is still open"
+    );
+    // And the slice is taken whole afterwards.
+    assert_eq!(put(&base, &location, 0, &source).await.0, 204);
+}
+
+#[tokio::test]
+async fn a_slow_but_moving_body_is_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &["--body-idle-timeout", "1s"]);
+    let source = bytes(64 * 1024, 4);
+    let location = create(&base, json!({"chunkSize": 64 * 1024, "size": source.len()})).await;
+    let mut stream = put_partial(&base, &location, 0, &source, 0).await;
+    // 4 KiB every 300 ms: 5 s in all, well past the idle timeout, never idle that long.
+    for piece in source.chunks(4096) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(PROMPTLY, stream.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 204");
+}
+
+#[tokio::test]
+async fn past_the_connection_budget_new_clients_get_503_and_healthz_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &["--max-connections", "4"]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(addr(&base)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let refused = client
+        .post(format!("{base}/uploads"))
+        .body(json!({"chunkSize": 1024}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    // Once connections go, clients are served again.
+    held.clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = client
+        .post(format!("{base}/uploads"))
+        .body(json!({"chunkSize": 1024}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 201);
+}
+
+#[tokio::test]
+async fn no_byte_reaches_a_completed_file_from_a_slice_still_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, base) = spawn(dir.path(), &[]);
+    // A stream of unknown length: the size is given at `complete`.
+    let chunk = MIB;
+    let source = bytes(2 * MIB, 5);
+    let location = create(&base, json!({"chunkSize": chunk})).await;
+    // A slice past the final size, on its way (and far from done).
+    let extra = bytes(chunk, 6);
+    let mut late = put_partial(&base, &location, 4, &extra, chunk / 4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(put(&base, &location, 0, &source[..chunk]).await.0, 204);
+    assert_eq!(put(&base, &location, 1, &source[chunk..]).await.0, 204);
+    let (status, done) = complete(
+        &base,
+        &location,
+        json!({"size": source.len(), "sha256": sha_hex(&source)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    // The late slice's remaining bytes go nowhere.
+    let _ = late.write_all(&extra[chunk / 4..]).await;
+    let answer = read_until_closed(&mut late, PROMPTLY)
+        .await
+        .expect("the late slice was answered");
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stored(dir.path(), &location), source);
+    // A restart changes nothing.
+    drop(server);
+    let (_server, base) = spawn(dir.path(), &[]);
+    let status: Value = reqwest::get(format!("{base}{location}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["size"], source.len(), "{status}");
+    assert_eq!(stored(dir.path(), &location), source);
+}
+
+#[tokio::test]
+async fn a_deferred_size_upload_can_always_be_completed_with_the_slices_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &[]);
+    let chunk = MIB;
+    let source = bytes(chunk + 1000, 7);
+    let location = create(&base, json!({"chunkSize": chunk})).await;
+    // A full slice past the end, in flight when the short last slice fixes the size.
+    let extra = bytes(chunk, 8);
+    let mut past = put_partial(&base, &location, 3, &extra, chunk / 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(put(&base, &location, 1, &source[chunk..]).await.0, 204);
+    past.write_all(&extra[chunk / 2..]).await.unwrap();
+    let answer = read_until_closed(&mut past, PROMPTLY)
+        .await
+        .expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("size_conflict"), "{answer}");
+    assert_eq!(put(&base, &location, 0, &source[..chunk]).await.0, 204);
+    let (status, done) = complete(&base, &location, json!({"sha256": sha_hex(&source)})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(stored(dir.path(), &location), source);
+
+    // Slices sent past the end before anything fixed the size are left out at `complete`.
+    let location = create(&base, json!({"chunkSize": chunk})).await;
+    assert_eq!(put(&base, &location, 0, &source[..chunk]).await.0, 204);
+    assert_eq!(put(&base, &location, 5, &extra).await.0, 204);
+    assert_eq!(put(&base, &location, 1, &source[chunk..]).await.0, 409);
+    let location = create(&base, json!({"chunkSize": chunk})).await;
+    assert_eq!(put(&base, &location, 0, &source[..chunk]).await.0, 204);
+    assert_eq!(put(&base, &location, 4, &extra).await.0, 204);
+    let (status, done) = complete(
+        &base,
+        &location,
+        json!({"size": chunk, "sha256": sha_hex(&source[..chunk])}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(stored(dir.path(), &location), &source[..chunk]);
+}
+
+#[tokio::test]
+async fn unfinished_uploads_are_bounded_and_the_bound_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &["--max-unfinished-uploads", "3"]);
+    let mut locations = Vec::new();
+    for _ in 0..3 {
+        locations.push(create(&base, json!({"chunkSize": 4, "size": 4})).await);
+    }
+    let client = reqwest::Client::new();
+    let refused = client
+        .post(format!("{base}/uploads"))
+        .body(json!({"chunkSize": 4, "size": 4}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_uploads");
+    // Completing one, and deleting another, make room for two.
+    assert_eq!(put(&base, &locations[0], 0, b"abcd").await.0, 204);
+    assert_eq!(complete(&base, &locations[0], json!({})).await.0, 200);
+    let deleted = client
+        .delete(format!("{base}{}", locations[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    create(&base, json!({"chunkSize": 4, "size": 4})).await;
+    create(&base, json!({"chunkSize": 4, "size": 4})).await;
+    // The completed upload is still there to ask about.
+    let status: Value = reqwest::get(format!("{base}{}", locations[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(stored(dir.path(), &locations[0]), b"abcd");
+}
+
+#[tokio::test]
+async fn a_create_larger_than_the_free_disk_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(
+        dir.path(),
+        &["--max-upload-size", &(u64::MAX / 2).to_string()],
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{base}/uploads"))
+        .body(json!({"chunkSize": MIB, "size": 1u64 << 60}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 507);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_storage");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0,
+        "a directory was left behind"
+    );
+}
+
+#[tokio::test]
+async fn start_up_with_a_million_scattered_slices_is_quick() {
+    let dir = tempfile::tempdir().unwrap();
+    // An upload whose 600,000 one-byte slices arrived in descending order with gaps, as
+    // recorded in its journal.
+    let id = "AAAAAAAAAAAAAAAAAAAAAA";
+    let upload = dir.path().join("uploads").join(id);
+    std::fs::create_dir_all(&upload).unwrap();
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    let slices = 600_000u64;
+    std::fs::write(
+        upload.join("meta.json"),
+        json!({"chunkSize": 1, "size": slices * 2, "metadata": {}}).to_string(),
+    )
+    .unwrap();
+    std::fs::File::create(upload.join("data"))
+        .unwrap()
+        .set_len(slices * 2)
+        .unwrap();
+    let mut journal = Vec::with_capacity(slices as usize * 48);
+    for i in (0..slices).rev() {
+        journal.extend_from_slice(&(i * 2).to_le_bytes());
+        journal.extend_from_slice(&1u64.to_le_bytes());
+        journal.extend_from_slice(&[0u8; 32]);
+    }
+    std::fs::write(upload.join("journal"), journal).unwrap();
+    let started = std::time::Instant::now();
+    let (_server, base) = spawn(dir.path(), &[]);
+    let took = started.elapsed();
+    println!("reloaded {slices} scattered slices in {took:?}");
+    // Quadratic, this took 97 s here; in index order, well under 2 s.
+    assert!(took < PROMPTLY, "start-up took {took:?}");
+    let status: Value = reqwest::get(format!("{base}/uploads/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["received"].as_array().unwrap().len(),
+        slices as usize
+    );
+}
+
+#[test]
+fn an_empty_token_or_secret_is_refused_and_faults_stay_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (vec!["--token", ""], "--token"),
+        (
+            vec!["--hook-url", "http://127.0.0.1:9/", "--hook-secret", ""],
+            "--hook-secret",
+        ),
+        (
+            vec!["--enable-fault-injection", "--listen", "0.0.0.0:0"],
+            "loopback",
+        ),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    for var in ["CHUNKWISE_TOKEN", "CHUNKWISE_HOOK_SECRET"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--hook-url",
+                "http://127.0.0.1:9/",
+            ])
+            .env(var, "")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "an empty {var} started a server");
+        assert!(String::from_utf8_lossy(&output.stderr).contains(var));
+    }
+}
+
+#[tokio::test]
+async fn fault_injection_sits_behind_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(
+        dir.path(),
+        &["--token", "t0ken", "--enable-fault-injection"],
+    );
+    let client = reqwest::Client::new();
+    let rules = client
+        .post(format!("{base}/_test/faults/k"))
+        .body(r#"[{"status":500,"times":1}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rules.status(), 401);
+    let create = client
+        .post(format!("{base}/uploads"))
+        .header("x-chunkwise-fault-key", "k")
+        .body(json!({"chunkSize": 4}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 401);
+}
