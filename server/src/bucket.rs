@@ -53,8 +53,10 @@ pub struct Bucket<M> {
     pub token_key: [u8; 32],
     /// The smallest part the store accepts (all but the last); S3's is 5 MiB.
     pub min_part_size: u64,
-    /// Largest upload, in bytes.
+    /// Largest upload, in bytes (deferred sizes included: no slice may reach past it).
     pub max_upload_size: u64,
+    /// Largest slice, in bytes.
+    pub max_chunk_size: u64,
     /// Slices pass through this server (scale-out mode) instead of going straight to the
     /// store.
     pub through: bool,
@@ -166,7 +168,16 @@ fn plan_chunk(chunk: u64, size: Option<u64>, min_part_size: u64) -> Result<u64, 
 }
 
 /// Refuses a slice past the store's part limit, past the end, or of the wrong length.
-fn check_slice(token: &Token, index: u64, len: u64) -> Result<(), ApiError> {
+fn check_slice(token: &Token, index: u64, len: u64, max_upload_size: u64) -> Result<(), ApiError> {
+    // An upload of deferred size is bounded too: no slice reaches past the limit.
+    let end = index.saturating_mul(token.chunk_size).saturating_add(len);
+    if token.size.is_none() && end > max_upload_size {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!("slice {index} ends at byte {end}, past the server's limit of {max_upload_size} bytes"),
+        ));
+    }
     if index >= MAX_PARTS {
         return Err(ApiError::bad_request(
             "too_many_slices",
@@ -281,6 +292,16 @@ impl<M: Multipart> Backend for Bucket<M> {
             return Err(ApiError::upload_too_large(size, self.max_upload_size));
         }
         let chunk_size = plan_chunk(upload.chunk_size, upload.size, self.min_part_size)?;
+        if chunk_size > self.max_chunk_size {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "chunk_size_too_large",
+                format!(
+                    "chunkSize {chunk_size} exceeds the server's limit of {} bytes",
+                    self.max_chunk_size
+                ),
+            ));
+        }
         let stored = store_metadata(&upload.metadata)?;
         let token = Token {
             id: crate::store::new_id()?,
@@ -321,7 +342,7 @@ impl<M: Multipart> Backend for Bucket<M> {
                 "a slice needs Content-Length",
             )
         })?;
-        check_slice(&token, slice.index, len)?;
+        check_slice(&token, slice.index, len, self.max_upload_size)?;
         let body = crate::objects::stream_body(slice.body);
         self.store
             .put_part(
@@ -349,7 +370,7 @@ impl<M: Multipart> Backend for Bucket<M> {
                 "uploads straight to the object store need each slice's SHA-256 (the store checks it): use digest \"sha-256\"",
             ));
         };
-        check_slice(&token, index, len)?;
+        check_slice(&token, index, len, self.max_upload_size)?;
         self.store
             .sign_part(
                 &self.key(&token),
@@ -412,6 +433,9 @@ impl<M: Multipart> Backend for Bucket<M> {
                 ))
             }
         };
+        if size > self.max_upload_size {
+            return Err(ApiError::upload_too_large(size, self.max_upload_size));
+        }
         let completed = |slices_sha256: Option<String>| Completed {
             id: id.to_string(),
             size,
@@ -422,14 +446,41 @@ impl<M: Multipart> Backend for Bucket<M> {
         };
         let theirs = finish.slices_sha256.map(|d| protocol::hex(&d));
         let Some(parts) = self.parts(&key, &token).await? else {
-            // Completed already (a retried complete) or aborted.
-            return match self.store.head(&key).await? {
-                Some(head) if head.size == size => Ok((
-                    completed(theirs),
-                    self.info(id, &token, read_metadata(&head.metadata)),
-                )),
-                _ => Err(ApiError::upload_not_found(&token.id)),
+            // Completed already (a retried complete) or aborted. The answer is what the
+            // store holds, never what this request claims.
+            let Some(head) = self.store.head(&key).await? else {
+                return Err(ApiError::upload_not_found(&token.id));
             };
+            if head.size != size {
+                return Err(ApiError::bad_request(
+                    "size_mismatch",
+                    format!("the upload completed with size {}, not {size}", head.size),
+                ));
+            }
+            let stored = match head.slices_sha256 {
+                Some(stored) => Some(stored),
+                None if size == 0 => Some(SlicesDigest::new().finish()),
+                None => None,
+            };
+            match (&stored, &theirs) {
+                (Some(stored), Some(theirs)) if !stored.eq_ignore_ascii_case(theirs) => {
+                    return Err(ApiError::bad_request(
+                        "digest_mismatch",
+                        "the slicesSha256 given differs from the stored slices'",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ApiError::conflict(
+                        "upload_complete",
+                        "the upload is already complete, and the store keeps no checksum to check this slicesSha256 against; GET the upload for its state",
+                    ));
+                }
+                _ => {}
+            }
+            return Ok((
+                completed(stored),
+                self.info(id, &token, read_metadata(&head.metadata)),
+            ));
         };
         let sized = Token {
             size: Some(size),
@@ -547,6 +598,7 @@ mod tests {
             token_key: token_key("secret", "b", "p/"),
             min_part_size: 5 << 20,
             max_upload_size: 1 << 40,
+            max_chunk_size: 256 << 20,
             through: false,
         }
     }

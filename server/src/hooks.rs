@@ -171,6 +171,12 @@ impl Hooks {
         upload: &UploadInfo,
         completed: &chunkwise_core::protocol::Completed,
     ) -> Result<(), ApiError> {
+        // A repeated `complete` queues nothing: the event queued (or delivered) first is
+        // the one the app hears, never replaced by another payload.
+        let marker = self.finished.join(&upload.id);
+        if tokio::fs::try_exists(&marker).await.unwrap_or(false) {
+            return Ok(());
+        }
         self.enqueue(finished(upload, completed)).await?;
         self.mark_finished(&upload.id).await.map_err(|e| {
             ApiError::new(

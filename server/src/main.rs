@@ -428,6 +428,7 @@ async fn run_bucket(
         token_key: bucket::token_key(&config.secret_access_key, &bucket, &prefix),
         min_part_size: cli.s3_min_part_size,
         max_upload_size: cli.max_upload_size,
+        max_chunk_size: cli.max_chunk_size,
         through,
     });
     // The store cannot list completed uploads whose post-finish was never stored; a

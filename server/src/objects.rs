@@ -41,6 +41,10 @@ pub struct Head {
     pub size: u64,
     /// Its user metadata (`x-amz-meta-*`).
     pub metadata: BTreeMap<String, String>,
+    /// For an object assembled from parts with SHA-256 checksums, the store's composite
+    /// checksum: SHA-256 over the parts' SHA-256s, which is chunkwise's `slicesSha256`
+    /// (lowercase hex). `None` when the store keeps none.
+    pub slices_sha256: Option<String>,
 }
 
 /// What chunkwise needs from an object store.
@@ -491,11 +495,13 @@ impl Multipart for S3 {
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await
         {
             Ok(head) => Ok(Some(Head {
                 size: head.content_length().unwrap_or(0).max(0) as u64,
+                slices_sha256: head.checksum_sha256().and_then(composite_sha256),
                 metadata: head
                     .metadata()
                     .cloned()
@@ -548,4 +554,16 @@ impl http_body::Body for ChannelBody {
             .poll_recv(cx)
             .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
     }
+}
+
+/// The digest in a composite SHA-256 checksum (`BASE64-PARTS`), as lowercase hex.
+fn composite_sha256(checksum: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (digest, parts) = checksum.split_once('-')?;
+    parts.parse::<u64>().ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(digest)
+        .ok()?;
+    let digest: [u8; 32] = bytes.try_into().ok()?;
+    Some(chunkwise_core::protocol::hex(&digest))
 }

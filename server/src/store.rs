@@ -225,8 +225,13 @@ pub(crate) fn new_id() -> Result<String, ApiError> {
 }
 
 /// The received slices from `from` up to the first gap, at most `limit` of them.
-fn contiguous(state: &State, from: u64, limit: usize) -> Vec<(u64, u64, Option<[u8; 32]>)> {
-    (from..)
+fn contiguous(
+    state: &State,
+    from: u64,
+    end: u64,
+    limit: usize,
+) -> Vec<(u64, u64, Option<[u8; 32]>)> {
+    (from..end)
         .map_while(|index| {
             state
                 .slices
@@ -572,15 +577,7 @@ impl Upload {
                     ));
                 }
                 Some(_) => {}
-                None => {
-                    if let Some(max) = state.received.max().filter(|&max| max > index) {
-                        return Err(ApiError::conflict(
-                            "size_conflict",
-                            format!("slice {index} is shorter than chunkSize, so it must be the last, but slice {max} was received"),
-                        ));
-                    }
-                    new_size = Some(implied);
-                }
+                None => new_size = Some(implied),
             }
         }
         let dir = self.dir.clone();
@@ -616,6 +613,10 @@ impl Upload {
         })
         .await?;
         if let Some(size) = new_size {
+            // The last slice: any slice past it (sent before the size was known) is no part
+            // of the upload. On a restart, the journal's records past the size recorded in
+            // meta.json are skipped the same way.
+            forget_slices_from(&mut state, index + 1);
             state.size = Some(size);
             state.short_tail = Some((index, len));
         }
@@ -625,6 +626,13 @@ impl Upload {
         state.bytes_received += len;
         self.touch();
         Ok(())
+    }
+
+    /// Holds off hashing ahead until the returned guard is dropped (waiting for any under
+    /// way): for tests that swap the data file underneath the store.
+    #[doc(hidden)]
+    pub async fn pause_hashing(&self) -> impl Sized + Send {
+        self.frontier.clone().lock_owned().await
     }
 
     /// Hashes received slices ahead of `complete`, in the background, unless that is
@@ -641,7 +649,10 @@ impl Upload {
                     if state.completed.is_some() {
                         break;
                     }
-                    contiguous(&state, frontier.next, FRONTIER_BATCH)
+                    let end = state
+                        .size
+                        .map_or(u64::MAX, |size| size.div_ceil(upload.chunk_size));
+                    contiguous(&state, frontier.next, end, FRONTIER_BATCH)
                 };
                 if batch.is_empty() {
                     break;
@@ -837,6 +848,11 @@ impl Store {
         // index is the one that counts.
         records.sort_by_key(|&(index, _, _)| index);
         records.dedup_by_key(|&mut (index, _, _)| index);
+        if let Some(size) = meta.size {
+            // Slices recorded before the size was known that lie past it.
+            let count = size.div_ceil(meta.chunk_size);
+            records.retain(|&(index, _, _)| index < count);
+        }
         state.slices.reserve(records.len());
         for (index, len, sha256) in records {
             state.received.insert(index);
@@ -1133,12 +1149,9 @@ impl Store {
                 ),
             ));
         }
+        // Slices past the end (sent before a deferred size was known) are no part of the
+        // upload: it completes with the slices that fit, their bytes cut off below.
         let count = size.div_ceil(upload.chunk_size);
-        if state.received.max().is_some_and(|max| max >= count) {
-            // Slices past the end (sent before a deferred size was known) are not part of
-            // the upload: completed with the slices that fit, and their bytes cut off below.
-            forget_slices_from(&mut state, count);
-        }
         if state.size.is_none() && size % upload.chunk_size != 0 && state.short_tail.is_none() {
             // The last slice would be short, but only full-length slices were received.
             if state.received.contains(count - 1) {
@@ -1182,8 +1195,12 @@ impl Store {
             file.sync_all()
         })
         .await?;
+        if frontier.next > count {
+            // The background hashing went past the end (slices sent past a deferred size).
+            *frontier = Frontier::default();
+        }
         // Whatever the background hashing has not reached yet (usually the last slices).
-        let rest = contiguous(&state, frontier.next, usize::MAX);
+        let rest = contiguous(&state, frontier.next, count, usize::MAX);
         upload.hash_slices(&mut frontier, rest).await?;
         if frontier.next != count {
             tracing::error!(id = %upload.id, hashed = frontier.next, count, "hashing stopped short");
