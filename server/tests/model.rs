@@ -532,7 +532,8 @@ fn scratch() -> tempfile::TempDir {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 3000,
+        // PROPTEST_CASES for a longer run.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000),
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     })]
