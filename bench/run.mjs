@@ -8,6 +8,9 @@
 //   node --experimental-websocket bench/run.mjs --store [--over slow|100m|wan] [--size 256M] [--runs 3]
 //     (object storage: direct to Garage against fetch(File) to Garage, on loopback or over
 //     an emulated link; see bench/store.mjs)
+//   node bench/run.mjs --load [--small 1000] [--large 50] [--slow 500]
+//     (many clients at once against the server, with slow connections held open; see
+//     bench/load.mjs)
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -26,6 +29,10 @@ const { values: args } = parseArgs({
     store: { type: "boolean", default: false },
     over: { type: "string" },
     size: { type: "string" },
+    load: { type: "boolean", default: false },
+    small: { type: "string" },
+    large: { type: "string" },
+    slow: { type: "string" },
   },
 });
 const sizes = args.quick ? [32 * MIB] : args.sizes.split(",").map(parseSize);
@@ -243,7 +250,8 @@ async function main() {
   tally(results);
 }
 
-if (args.link) await (await import("./links.mjs")).main(args.link.split(","), args);
+if (args.load) await (await import("./load.mjs")).main(args);
+else if (args.link) await (await import("./links.mjs")).main(args.link.split(","), args);
 else if (args.store) await (await import("./store.mjs")).main(args);
 else if (args.from) merge(args.from.split(","));
 else await main();
