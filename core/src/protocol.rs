@@ -239,7 +239,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parses a 64-character hex SHA-256 (either case).
 pub fn parse_hex_sha256(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a sign ("+1").
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -253,6 +254,13 @@ pub fn parse_hex_sha256(text: &str) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn a_hex_digest_is_hex_digits_only() {
+        // Found by `cargo fuzz run digest_headers`: a sign was taken as part of a byte.
+        assert_eq!(parse_hex_sha256(&"+1".repeat(32)), None);
+        assert_eq!(parse_hex_sha256(&"aB".repeat(32)), Some([0xab; 32]));
+    }
 
     #[test]
     fn content_digest_round_trips() {
