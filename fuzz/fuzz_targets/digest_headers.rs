@@ -7,7 +7,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     if let Ok(digest) = parse_content_digest(text) {
-        assert_eq!(parse_content_digest(&content_digest(&digest)).ok(), Some(digest));
+        assert_eq!(
+            parse_content_digest(&content_digest(&digest)).ok(),
+            Some(digest)
+        );
     }
     if let Some(digest) = parse_hex_sha256(text) {
         assert_eq!(hex(&digest), text.to_ascii_lowercase());

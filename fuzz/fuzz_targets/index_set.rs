@@ -18,7 +18,11 @@ fuzz_target!(|inserts: Vec<u16>| {
     let listed: Vec<u64> = set.ranges().flat_map(|r| r.start..r.end).collect();
     assert_eq!(listed, model.iter().copied().collect::<Vec<_>>());
     let count = model.last().map_or(0, |m| m + 2);
-    let missing: Vec<u64> = set.missing(count).into_iter().flat_map(|r| r.start..r.end).collect();
+    let missing: Vec<u64> = set
+        .missing(count)
+        .into_iter()
+        .flat_map(|r| r.start..r.end)
+        .collect();
     let expected: Vec<u64> = (0..count).filter(|i| !model.contains(i)).collect();
     assert_eq!(missing, expected);
 });
