@@ -81,6 +81,18 @@ struct FinalMeta {
     metadata: BTreeMap<String, String>,
 }
 
+impl FinalMeta {
+    /// What `complete` answered for it.
+    fn completion(&self) -> Completed {
+        Completed {
+            id: self.id.clone(),
+            size: self.size,
+            sha256: Some(self.sha256.clone()),
+            slices_sha256: self.slices_sha256.clone(),
+        }
+    }
+}
+
 /// Mutable state of one upload, behind its lock.
 #[derive(Debug)]
 struct State {
@@ -784,12 +796,7 @@ impl Store {
             short_tail: None,
             journal_len: 0,
             slices: HashMap::new(),
-            completed: Some(Completed {
-                id: meta.id.clone(),
-                size: meta.size,
-                sha256: Some(meta.sha256),
-                slices_sha256: meta.slices_sha256,
-            }),
+            completed: Some(meta.completion()),
         };
         let dir = self.root.join("uploads").join(&meta.id);
         Upload::new(
@@ -1263,38 +1270,31 @@ impl Store {
     /// Records in memory that `upload` completed as `meta` says: it no longer counts as
     /// unfinished, and leaves memory (later requests read its record from disk).
     fn mark_completed(&self, upload: &Upload, state: &mut State, meta: FinalMeta) -> Completed {
-        let completed = Completed {
-            id: meta.id,
-            size: meta.size,
-            sha256: Some(meta.sha256),
-            slices_sha256: meta.slices_sha256,
-        };
+        let completed = meta.completion();
         state.size = Some(meta.size);
         state.slices = HashMap::new();
         state.completed = Some(completed.clone());
         upload.touch();
+        self.forget(&upload.id);
+        completed
+    }
+
+    /// Drops an upload from memory; once, it stops counting as unfinished.
+    fn forget(&self, id: &str) {
         let removed = self
             .uploads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&upload.id);
+            .remove(id);
         if removed.is_some() {
             self.unfinished.fetch_sub(1, Ordering::AcqRel);
         }
-        completed
     }
 
     /// Removes an upload and its bytes, complete or not.
     pub async fn delete(&self, upload: &Arc<Upload>) -> Result<(), ApiError> {
         upload.deleted.store(true, Ordering::Release);
-        let removed = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&upload.id);
-        if removed.is_some() {
-            self.unfinished.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.forget(&upload.id);
         let _state = upload.state.lock().await;
         let dir = upload.dir.clone();
         let file = self.file_path(&upload.id);
@@ -1338,12 +1338,7 @@ impl Store {
         metas
             .into_iter()
             .map(|meta| {
-                let done = Completed {
-                    id: meta.id.clone(),
-                    size: meta.size,
-                    sha256: Some(meta.sha256.clone()),
-                    slices_sha256: meta.slices_sha256.clone(),
-                };
+                let done = meta.completion();
                 (Arc::new(self.completed_upload(meta)), done)
             })
             .collect()

@@ -1,5 +1,7 @@
 //! The real server on a real socket, driven over HTTP.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use chunkwise_server::{app, AppState, Limits, Site, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use support::{random_bytes, sha_hex};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -162,24 +165,6 @@ async fn json_of(response: reqwest::Response) -> Value {
     }
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect()
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    protocol::hex(&Sha256::digest(bytes))
 }
 
 /// The protocol's slicesSha256: SHA-256 over every slice's SHA-256, in order.

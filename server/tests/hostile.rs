@@ -8,7 +8,7 @@ use std::time::Duration;
 use chunkwise_core::protocol;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::spawn;
+use support::{random_bytes as bytes, sha_hex, spawn};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -18,22 +18,14 @@ const MIB: usize = 1 << 20;
 /// never fails it, and finite, so that a wedge fails the test instead of hanging it.
 const PROMPTLY: Duration = Duration::from_secs(20);
 
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect()
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    protocol::hex(&Sha256::digest(bytes))
+/// What the server says of an upload.
+async fn upload_status(base: &str, location: &str) -> Value {
+    reqwest::get(format!("{base}{location}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn addr(base: &str) -> String {
@@ -304,12 +296,7 @@ async fn no_byte_reaches_a_completed_file_from_a_slice_still_in_flight() {
     // A restart changes nothing.
     drop(server);
     let (_server, base) = spawn(dir.path(), &[]);
-    let status: Value = reqwest::get(format!("{base}{location}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = upload_status(&base, &location).await;
     assert_eq!(status["complete"], true, "{status}");
     assert_eq!(status["size"], source.len(), "{status}");
     assert_eq!(stored(dir.path(), &location), source);
@@ -344,12 +331,7 @@ async fn a_deferred_size_upload_can_always_be_completed_with_the_slices_that_fit
     assert_eq!(put(&base, &location, 0, &source[..chunk]).await.0, 204);
     assert_eq!(put(&base, &location, 5, &extra).await.0, 204);
     assert_eq!(put(&base, &location, 1, &source[chunk..]).await.0, 204);
-    let status: Value = reqwest::get(format!("{base}{location}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = upload_status(&base, &location).await;
     assert_eq!(status["received"], json!([[0, 2]]), "{status}");
     let (status, done) = complete(&base, &location, json!({"sha256": sha_hex(&source)})).await;
     assert_eq!(status, 200, "{done}");
@@ -398,12 +380,7 @@ async fn unfinished_uploads_are_bounded_and_the_bound_clears() {
     create(&base, json!({"chunkSize": 4, "size": 4})).await;
     create(&base, json!({"chunkSize": 4, "size": 4})).await;
     // The completed upload is still there to ask about.
-    let status: Value = reqwest::get(format!("{base}{}", locations[0]))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = upload_status(&base, &locations[0]).await;
     assert_eq!(status["complete"], true, "{status}");
     assert_eq!(stored(dir.path(), &locations[0]), b"abcd");
 }
@@ -465,12 +442,7 @@ async fn start_up_with_a_million_scattered_slices_is_quick() {
     println!("reloaded {slices} scattered slices in {took:?}");
     // Quadratic, this took 97 s here; in index order, well under 2 s.
     assert!(took < PROMPTLY, "start-up took {took:?}");
-    let status: Value = reqwest::get(format!("{base}/uploads/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = upload_status(&base, &format!("/uploads/{id}")).await;
     assert_eq!(
         status["received"].as_array().unwrap().len(),
         slices as usize

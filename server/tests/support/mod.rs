@@ -1,7 +1,12 @@
-//! What the tests that run the real binary share.
+//! What the server's integration tests share: the real binary, and test bytes.
+// Each test binary uses its own part of this.
+#![allow(dead_code)]
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
+
+use chunkwise_core::protocol;
+use sha2::{Digest, Sha256};
 
 /// A running server process, killed when dropped (so a failing test leaves none behind to
 /// hold its output open).
@@ -46,4 +51,24 @@ pub fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> (Running, String) {
     let running = Running(child);
     assert!(base.starts_with("http://127.0.0.1:"), "{line}");
     (running, base)
+}
+
+/// `len` pseudo-random bytes, the same for the same `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+/// The SHA-256 of `bytes`, lowercase hex.
+pub fn sha_hex(bytes: &[u8]) -> String {
+    protocol::hex(&Sha256::digest(bytes))
 }
