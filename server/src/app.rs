@@ -27,9 +27,9 @@ use tower_http::trace::TraceLayer;
 /// The request id's header, set by a proxy or by this server, and sent back.
 const X_REQUEST_ID: &str = "x-request-id";
 
-use crate::backend::{Backend, Finish, IncomingSlice, NewUpload};
 use crate::error::ApiError;
 use crate::metrics::{InFlight, Metrics};
+use crate::store::{Backend, BodyError, Finish, IncomingSlice, NewUpload, SliceBody};
 
 /// How long browsers may cache a CORS preflight.
 pub const PREFLIGHT_MAX_AGE_SECS: u64 = 7200;
@@ -296,7 +296,7 @@ async fn require_token(
     next.run(request).await
 }
 
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -483,6 +483,7 @@ async fn complete_upload<B: Backend>(
     let (completed, upload) = match state.backend.complete(&id, finish).await {
         Ok(done) => done,
         Err(error) => {
+            let error = ApiError::from(error);
             if error.status.is_client_error() && error.status != StatusCode::NOT_FOUND {
                 state.metrics.uploads_failed.inc();
             }
@@ -587,7 +588,7 @@ async fn store_slice<B: Backend>(
 ) -> Result<StatusCode, ApiError> {
     let transfer = state.backend.transfer();
     if transfer != Transfer::Server {
-        return Err(crate::backend::wrong_transfer(transfer));
+        return Err(wrong_transfer(transfer));
     }
     let declared_len = match headers.get(header::CONTENT_LENGTH) {
         Some(value) => Some(
@@ -622,10 +623,41 @@ async fn store_slice<B: Backend>(
         index,
         declared_len,
         digest,
-        body,
+        body: slice_body(body),
     };
     state.backend.put_slice(id, slice).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A request body as a store reads it: bytes, or why they stopped (idle past
+/// `--body-idle-timeout`, or cut off).
+fn slice_body(body: Body) -> SliceBody {
+    Box::pin(body.into_data_stream().map_err(|error| {
+        let mut source: Option<&dyn std::error::Error> = Some(&error);
+        while let Some(e) = source {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return BodyError::TimedOut;
+            }
+            source = e.source();
+        }
+        BodyError::Cut(error.to_string())
+    }))
+}
+
+/// The answer to a request for the other [`Transfer`].
+fn wrong_transfer(transfer: Transfer) -> ApiError {
+    match transfer {
+        Transfer::Server => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "slices go through this server: PUT /uploads/{id} with Chunkwise-Slice",
+        ),
+        Transfer::Direct => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "slices go straight to the object store: ask POST /uploads/{id}/sign for each",
+        ),
+    }
 }
 
 /// `POST /uploads/{id}/sign` body: the slice about to be sent straight to the store.
@@ -646,7 +678,7 @@ async fn sign_slice<B: Backend>(
     let Path(id) = path.map_err(path_error)?;
     let transfer = state.backend.transfer();
     if transfer != Transfer::Direct {
-        return Err(crate::backend::wrong_transfer(transfer));
+        return Err(wrong_transfer(transfer));
     }
     let request: SignRequest = read_json(body, false).await?;
     let sha256 = request

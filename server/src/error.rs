@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chunkwise_core::protocol::{ErrorBody, ErrorDetail};
 
+use crate::store::{ErrorKind, StoreError};
+
 /// An API error: status, stable snake_case code, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -45,48 +47,30 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
+}
 
-    /// 404 for an upload id that is well formed but unknown.
-    pub fn upload_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "upload_not_found",
-            format!("no upload with id {id:?}"),
-        )
-    }
-
-    /// 413 for an upload larger than the server takes.
-    pub fn upload_too_large(size: u64, limit: u64) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "upload_too_large",
-            format!("size {size} exceeds the server's limit of {limit} bytes"),
-        )
-    }
-
-    /// 409.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
-    /// Maps a file-system error: a full disk is 507 (the upload stays resumable), the
-    /// rest is 500 with the detail logged, not sent.
-    pub fn storage(context: &str, error: &std::io::Error) -> Self {
-        if error.kind() == std::io::ErrorKind::StorageFull || error.raw_os_error() == Some(28) {
-            return Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "insufficient_storage",
-                format!(
-                    "the server's disk is full while {context}; the upload can be resumed later"
-                ),
-            );
+/// The one place a store's error becomes an answer.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let status = match error.kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::Full => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            code: error.code,
+            message: error.message,
+            retry_after_secs: error.retry_after_secs,
         }
-        tracing::error!(%error, context, "storage error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            format!("the server failed while {context}"),
-        )
     }
 }
 

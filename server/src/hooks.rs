@@ -31,8 +31,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::backend::UploadInfo;
 use crate::error::ApiError;
+use crate::store::UploadInfo;
 
 /// The header carrying an event's signature.
 pub const SIGNATURE_HEADER: &str = "chunkwise-signature";

@@ -3,17 +3,12 @@
 #![deny(missing_docs)]
 
 pub mod app;
-pub mod backend;
-pub mod bucket;
-mod disk;
 pub mod error;
 pub mod faults;
 pub mod hooks;
 pub mod metrics;
-pub mod objects;
 pub mod serve;
 pub mod store;
 
 pub use app::{app, AppState, Site};
-pub use backend::Backend;
-pub use store::{Limits, Store};
+pub use store::{Backend, Limits, Store};

@@ -270,7 +270,7 @@ fn parse_store(store: &str) -> Result<(String, String), String> {
 async fn hooks(
     cli: &Cli,
     completed: Vec<(
-        chunkwise_server::backend::UploadInfo,
+        chunkwise_server::store::UploadInfo,
         chunkwise_core::protocol::Completed,
     )>,
 ) -> Result<Option<Arc<chunkwise_server::hooks::Hooks>>, Box<dyn std::error::Error>> {
@@ -400,8 +400,9 @@ async fn run_bucket(
     prefix: String,
     through: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use chunkwise_server::bucket::{self, Bucket};
-    use chunkwise_server::objects::{S3Config, S3};
+    use chunkwise_server::store::bucket::Bucket;
+    use chunkwise_server::store::s3::{S3Config, S3};
+    use chunkwise_server::store::token;
     let var = |name: &str| {
         std::env::var(name)
             .ok()
@@ -425,7 +426,7 @@ async fn run_bucket(
         store,
         bucket: bucket.clone(),
         prefix: prefix.clone(),
-        token_key: bucket::token_key(&config.secret_access_key, &bucket, &prefix),
+        token_key: token::key(&config.secret_access_key, &bucket, &prefix),
         min_part_size: cli.s3_min_part_size,
         max_upload_size: cli.max_upload_size,
         max_chunk_size: cli.max_chunk_size,

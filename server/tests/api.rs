@@ -884,8 +884,8 @@ async fn abandoned_uploads_expire() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fresh = store.create(4, Some(8), BTreeMap::new()).await.unwrap();
     assert_eq!(store.expire().await.len(), 1);
-    assert!(store.get(stale.id()).is_err());
-    assert!(store.get(fresh.id()).is_ok());
+    assert!(store.get(stale.id()).await.is_err());
+    assert!(store.get(fresh.id()).await.is_ok());
     assert!(!dir.path().join("uploads").join(stale.id()).exists());
 }
 
