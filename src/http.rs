@@ -18,13 +18,14 @@ use chunkwise_core::protocol::{
     self, Complete, Completed, CreateUpload, Created, ErrorBody, Status, Transfer,
 };
 use chunkwise_core::retry::Failure;
-use js_sys::{Array, Promise, Reflect};
+use js_sys::{Array, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, AbortSignal, Headers, RequestInit, Response, Url};
 
 use crate::interop::describe_js_error;
 use crate::json::{self, FromJson};
+use crate::s3::{S3Session, S3_ENDPOINT};
 use crate::source::Body;
 
 #[wasm_bindgen]
@@ -84,6 +85,10 @@ pub struct HttpTransport {
     /// The server is a signer: slices go straight to an object store, each `PUT` signed
     /// by `POST {upload}/sign` just before it is sent.
     direct: Cell<bool>,
+    /// The server is the app's `s3` callbacks, in the page.
+    s3: Option<S3Session>,
+    /// Where the completed upload is, when the server said (an `s3` upload's object).
+    completed_location: RefCell<Option<String>>,
 }
 
 fn network_error(message: String) -> TransportError {
@@ -106,6 +111,19 @@ fn protocol_error(status: u16, message: String) -> TransportError {
 }
 
 impl HttpTransport {
+    /// Uploads straight to S3 through the app's `s3` callbacks (checked).
+    pub fn s3(calls: &Object) -> Self {
+        Self {
+            s3: Some(S3Session::over(calls)),
+            ..Self::new(S3_ENDPOINT.into(), Vec::new())
+        }
+    }
+
+    /// Where the completed upload is, when the server said better than its location.
+    pub fn completed_location(&self) -> Option<String> {
+        self.completed_location.borrow().clone()
+    }
+
     /// `endpoint` is already absolute; `headers` go on every request.
     pub fn new(endpoint: String, headers: Vec<(String, String)>) -> Self {
         Self {
@@ -114,13 +132,15 @@ impl HttpTransport {
             xhr: has_xhr(),
             protocol: Cell::new(1),
             direct: Cell::new(false),
+            s3: None,
+            completed_location: RefCell::default(),
         }
     }
 
     /// After a request to `url` got no answer: if `url` is on another origin and answers a
     /// `no-cors` request, the server is up and its CORS rules refuse this page, which no
     /// retry can mend. Otherwise the error stands (offline, server down).
-    async fn diagnose(&self, url: &str, error: TransportError) -> TransportError {
+    async fn diagnose(&self, to: To, url: &str, error: TransportError) -> TransportError {
         if error.failure != Failure::Network {
             return error;
         }
@@ -148,7 +168,7 @@ impl HttpTransport {
                 "{target_origin} answers, but the browser hid its answer from this page \
                  ({page_origin}): its CORS rules most likely do not allow this origin \
                  ({})",
-                if self.direct.get() && !url.starts_with(&self.endpoint) {
+                if to == To::Store {
                     format!("the bucket needs a CORS rule allowing PUT from {page_origin} with header x-amz-checksum-sha256; see the README")
                 } else {
                     format!("chunkwise-server: --allowed-origin {page_origin}; a bucket: a CORS rule for it")
@@ -281,33 +301,31 @@ impl HttpTransport {
         slice: &SliceData<Body>,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        let Some(sha256) = &slice.sha256 else {
-            return Err(TransportError {
-                failure: Failure::Status {
-                    status: 400,
-                    retry_after_ms: None,
-                },
-                code: Some("digest_required".into()),
-                message: "uploads straight to an object store need each slice's SHA-256, which the store checks: use digest \"sha-256\"".into(),
-            });
-        };
-        let header = protocol::content_digest(sha256);
-        let base64 = header.trim_start_matches("sha-256=:").trim_end_matches(':');
+        let sha256 = sha256_base64(slice)?;
         let url = format!("{location}/sign");
         let response = self
-            .post_json(&url, json::sign_body(slice.index, slice.len, base64))
+            .post_json(&url, json::sign_body(slice.index, slice.len, &sha256))
             .await?;
         let signed: json::Signed = Self::json(&response).await?;
-        let headers: Vec<(&str, &str)> = signed
-            .headers
+        self.put_signed(&signed.url, &signed.headers, slice, sent)
+            .await
+    }
+
+    /// `PUT`s a slice to an object store at a presigned `url` with exactly `headers`: the
+    /// store's XML errors read, a refused checksum sent again, a CORS rule missing named.
+    async fn put_signed(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        slice: &SliceData<Body>,
+        sent: SentBytes<'_>,
+    ) -> Result<(), TransportError> {
+        let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        match self
-            .put(To::Store, &signed.url, slice, &headers, sent)
-            .await
-        {
-            Err(error) => Err(self.diagnose(&signed.url, error).await),
+        match self.put(To::Store, url, slice, &headers, sent).await {
+            Err(error) => Err(self.diagnose(To::Store, url, error).await),
             ok => ok,
         }
     }
@@ -362,7 +380,11 @@ impl HttpTransport {
             init.set_body(body);
         }
         let mut guard = AbortOnDrop(Some(controller));
-        let answer = JsFuture::from(global_fetch(url, &init)).await;
+        let answer = JsFuture::from(match &self.s3 {
+            Some(session) => session.fetch(url, &init),
+            None => global_fetch(url, &init),
+        })
+        .await;
         let response: Response = answer
             .map_err(|e| {
                 network_error(format!("{method} {url} failed: {}", describe_js_error(&e)))
@@ -480,6 +502,26 @@ fn not_protocol(status: u16, e: String) -> TransportError {
     )
 }
 
+/// A slice's SHA-256 in base64, as `x-amz-checksum-sha256` carries it; an object store
+/// needs it, so digest "none" is refused.
+fn sha256_base64(slice: &SliceData<Body>) -> Result<String, TransportError> {
+    let Some(sha256) = &slice.sha256 else {
+        return Err(TransportError {
+            failure: Failure::Status {
+                status: 400,
+                retry_after_ms: None,
+            },
+            code: Some("digest_required".into()),
+            message: "uploads straight to an object store need each slice's SHA-256, which the store checks: use digest \"sha-256\"".into(),
+        });
+    };
+    let header = protocol::content_digest(sha256);
+    Ok(header
+        .trim_start_matches("sha-256=:")
+        .trim_end_matches(':')
+        .to_string())
+}
+
 /// An error answer: the server's `{"error":{"code","message"}}` when it sent one.
 fn status_error(
     method: &str,
@@ -569,7 +611,7 @@ impl Transport for HttpTransport {
             .await
         {
             Ok(response) => response,
-            Err(error) => return Err(self.diagnose(&self.endpoint, error).await),
+            Err(error) => return Err(self.diagnose(To::Server, &self.endpoint, error).await),
         };
         let value = Self::json_value(&response).await?;
         let created = Created::from_json(&value).map_err(|e| not_protocol(response.status(), e))?;
@@ -626,13 +668,18 @@ impl Transport for HttpTransport {
     ) -> Result<Completed, TransportError> {
         let url = self.upload_url(location, "complete");
         let response = self.post_json(&url, json::complete_body(request)).await?;
-        Self::json(&response).await
+        let value = Self::json_value(&response).await?;
+        if self.s3.is_some() {
+            *self.completed_location.borrow_mut() =
+                json::optional_string(&value, "location").unwrap_or_default();
+        }
+        Completed::from_json(&value).map_err(|e| not_protocol(response.status(), e))
     }
 
     async fn status(&self, location: &str) -> Result<Status, TransportError> {
         let response = match self.send("GET", location, None, &[]).await {
             Ok(response) => response,
-            Err(error) => return Err(self.diagnose(location, error).await),
+            Err(error) => return Err(self.diagnose(To::Server, location, error).await),
         };
         let value = Self::json_value(&response).await?;
         let status = Status::from_json(&value).map_err(|e| not_protocol(response.status(), e))?;

@@ -12,6 +12,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{AbortSignal, Blob, ReadableStream, Url};
 
+use crate::s3::{is_s3_location, parse_callbacks};
+
 /// The option names `new Upload()` knows.
 const KNOWN_OPTIONS: &[&str] = &[
     "endpoint",
@@ -29,6 +31,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "offlineTimeoutMs",
     "resume",
     "resumeFrom",
+    "s3",
 ];
 
 /// What the user gave, before any upload starts.
@@ -49,8 +52,10 @@ pub struct Parsed {
     pub signal: Option<AbortSignal>,
     /// Remember the upload in IndexedDB and resume it when the same file comes back.
     pub resume: bool,
-    /// Absolute URL of an upload to continue.
+    /// Absolute URL of an upload to continue (or an `s3` upload's location).
     pub resume_from: Option<String>,
+    /// The app's own S3 backend (the `s3` option's callbacks), instead of an endpoint.
+    pub s3: Option<Object>,
 }
 
 /// The source, checked.
@@ -233,24 +238,21 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         }
     }
 
-    let endpoint = get(options, "endpoint");
-    let Some(endpoint) = endpoint.as_string().filter(|e| !e.trim().is_empty()) else {
-        return Err(type_error(format!(
-            "endpoint must be a non-empty string, the URL of the server's /uploads (absolute or relative to the page); got {}",
-            type_name(&endpoint)
-        )));
+    let s3 = s3_callbacks(options)?;
+    let endpoint = match &s3 {
+        Some(_) => {
+            for name in ["endpoint", "headers"] {
+                if !get(options, name).is_undefined() {
+                    return Err(type_error(format!(
+                        "{name} cannot be used with s3: the s3 callbacks talk to the app's backend, and each part goes to the URL and headers signPart returns"
+                    )));
+                }
+            }
+            // Keys the resume records of these uploads apart from any server's.
+            crate::s3::S3_ENDPOINT.to_string()
+        }
+        None => parse_endpoint(options)?,
     };
-    let resolved = match base_url() {
-        Some(base) => Url::new_with_base(&endpoint, &base),
-        None => Url::new(&endpoint),
-    }
-    .map_err(|_| type_error(format!("endpoint {endpoint:?} is not a valid URL")))?;
-    if !matches!(resolved.protocol().as_str(), "http:" | "https:") {
-        return Err(type_error(format!(
-            "endpoint must be an http: or https: URL; got {endpoint:?}"
-        )));
-    }
-
     let defaults = Options::default();
     let chunk_allowed = "an integer number of bytes from 262144 (256 KiB) to 1073741824 (1 GiB)";
     let chunk_size_bytes =
@@ -359,20 +361,68 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
                     "resumeFrom needs a File or Blob source: a stream cannot be read again".into(),
                 ));
             }
-            Some(resolve_upload(&text, &resolved.href())?)
+            if s3.is_some() {
+                if !is_s3_location(&text) {
+                    return Err(type_error(format!(
+                        "resumeFrom {text:?} is not the location of an upload made with s3 (upload.location)"
+                    )));
+                }
+                Some(text)
+            } else {
+                Some(resolve_upload(&text, &endpoint)?)
+            }
         }
     };
+    if s3.is_some() && digest == DigestAlgorithm::None {
+        return Err(range_error(
+            "digest \"none\" cannot be used with s3: signPart is given each part's SHA-256, which the store checks".into(),
+        ));
+    }
     Ok(Parsed {
         resume,
         resume_from,
         options: options_valid,
-        endpoint: resolved.href(),
+        endpoint,
         metadata,
         headers,
         on_progress: function(options, "onProgress")?,
         on_slice: function(options, "onSlice")?,
         signal,
+        s3,
     })
+}
+
+/// The `endpoint` option, resolved against the page.
+fn parse_endpoint(options: &JsValue) -> Result<String, JsValue> {
+    let endpoint = get(options, "endpoint");
+    let Some(endpoint) = endpoint.as_string().filter(|e| !e.trim().is_empty()) else {
+        return Err(type_error(format!(
+            "endpoint must be a non-empty string, the URL of the server's /uploads (absolute or relative to the page), unless s3 is given; got {}",
+            type_name(&endpoint)
+        )));
+    };
+    let resolved = match base_url() {
+        Some(base) => Url::new_with_base(&endpoint, &base),
+        None => Url::new(&endpoint),
+    }
+    .map_err(|_| type_error(format!("endpoint {endpoint:?} is not a valid URL")))?;
+    if !matches!(resolved.protocol().as_str(), "http:" | "https:") {
+        return Err(type_error(format!(
+            "endpoint must be an http: or https: URL; got {endpoint:?}"
+        )));
+    }
+    Ok(resolved.href())
+}
+
+/// The `s3` option, when given.
+fn s3_callbacks(options: &JsValue) -> Result<Option<Object>, JsValue> {
+    let value = get(options, "s3");
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    parse_callbacks(&value)
+        .map(Some)
+        .map_err(|(problem, found)| type_error(format!("{problem}; got {}", type_name(&found))))
 }
 
 /// An upload id (resolved under the endpoint) or an upload URL, as an absolute URL.

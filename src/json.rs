@@ -72,20 +72,20 @@ pub fn stringify(value: &JsValue) -> JsValue {
     js_sys::JSON::stringify(value).map_or(JsValue::NULL, JsValue::from)
 }
 
-fn field(value: &JsValue, name: &str) -> JsValue {
+pub(crate) fn field(value: &JsValue, name: &str) -> JsValue {
     if !value.is_object() {
         return JsValue::UNDEFINED;
     }
     Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
 }
 
-fn string(value: &JsValue, name: &str) -> Result<String, String> {
+pub(crate) fn string(value: &JsValue, name: &str) -> Result<String, String> {
     field(value, name)
         .as_string()
         .ok_or_else(|| format!("{name} is not a string"))
 }
 
-fn optional_string(value: &JsValue, name: &str) -> Result<Option<String>, String> {
+pub(crate) fn optional_string(value: &JsValue, name: &str) -> Result<Option<String>, String> {
     let v = field(value, name);
     if v.is_undefined() || v.is_null() {
         return Ok(None);
@@ -95,18 +95,18 @@ fn optional_string(value: &JsValue, name: &str) -> Result<Option<String>, String
         .ok_or_else(|| format!("{name} is not a string"))
 }
 
-fn integer(v: &JsValue, name: &str) -> Result<u64, String> {
+pub(crate) fn integer(v: &JsValue, name: &str) -> Result<u64, String> {
     match v.as_f64() {
         Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
         _ => Err(format!("{name} is not a non-negative integer")),
     }
 }
 
-fn uint(value: &JsValue, name: &str) -> Result<u64, String> {
+pub(crate) fn uint(value: &JsValue, name: &str) -> Result<u64, String> {
     integer(&field(value, name), name)
 }
 
-fn optional_uint(value: &JsValue, name: &str) -> Result<Option<u64>, String> {
+pub(crate) fn optional_uint(value: &JsValue, name: &str) -> Result<Option<u64>, String> {
     let v = field(value, name);
     if v.is_undefined() || v.is_null() {
         return Ok(None);
@@ -201,7 +201,7 @@ impl FromJson for ErrorBody {
     }
 }
 
-fn set(object: &Object, name: &str, value: JsValue) {
+pub(crate) fn set(object: &Object, name: &str, value: JsValue) {
     let _ = Reflect::set(object, &JsValue::from_str(name), &value);
 }
 

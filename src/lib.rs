@@ -12,6 +12,7 @@ pub mod interop;
 pub mod json;
 pub mod resume;
 pub mod runtime;
+pub mod s3;
 pub mod source;
 
 use std::cell::{Cell, RefCell};
@@ -35,6 +36,7 @@ use crate::http::HttpTransport;
 use crate::interop::{Parsed, SourceValue};
 use crate::resume::ResumeKey;
 use crate::runtime::BrowserRuntime;
+use crate::s3::is_s3_location;
 use crate::source::{BlobSource, Source, StreamSource};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -44,8 +46,9 @@ export type UploadSource = Blob | ReadableStream<Uint8Array>;
 
 /** Options of `new Upload(source, options)`. Unknown keys throw a TypeError. */
 export interface UploadOptions {
-  /** URL of the server's `/uploads`, absolute or relative to the page. Required. */
-  endpoint: string;
+  /** URL of the server's `/uploads`, absolute or relative to the page. Required, unless
+   * `s3` is given. */
+  endpoint?: string;
   /** Slice size in bytes. Default 8 MiB; 262144 (256 KiB) ..= 1073741824 (1 GiB). */
   chunkSize?: number;
   /** Most slice requests in flight at once. Default 4; 1 ..= 32. */
@@ -80,6 +83,46 @@ export interface UploadOptions {
   /** Continue this upload (an id, or `upload.location`): the server is asked once what it
    * holds and only the missing slices are sent. File and Blob sources only. */
   resumeFrom?: string;
+  /** Straight to an S3 bucket through the app's own backend, which signs (no
+   * chunkwise-server): slice i is part i + 1. Not with `endpoint` or `headers`. */
+  s3?: S3Callbacks;
+}
+
+/** What identifies a multipart upload to the app's backend. */
+export interface S3Upload {
+  uploadId: string;
+  key: string;
+  /** Fires when the upload is cancelled (abortMultipartUpload gets a fresh one). */
+  signal: AbortSignal;
+}
+
+/** A part as the store holds it. `sha256` is base64, as `x-amz-checksum-sha256`. */
+export interface S3Part {
+  partNumber: number;
+  size: number;
+  sha256?: string;
+}
+
+/** The app's backend doing the five store calls; each may return a value or a Promise.
+ * A throw or rejection ends the upload with an `UploadError` of code "s3_callback". */
+export interface S3Callbacks {
+  /** May return `chunkSize` to impose one. `size` is null for a stream of unknown length. */
+  createMultipartUpload(args: {
+    size: number | null;
+    chunkSize: number;
+    metadata: Record<string, string>;
+    signal: AbortSignal;
+  }): { uploadId: string; key: string; chunkSize?: number } | Promise<{ uploadId: string; key: string; chunkSize?: number }>;
+  /** Called just before part `partNumber` goes; the part is PUT to `url` with exactly
+   * `headers`. Sign `sha256` as `x-amz-checksum-sha256` so the store checks it. */
+  signPart(args: S3Upload & { partNumber: number; size: number; sha256: string }):
+    { url: string; headers?: Record<string, string> } | Promise<{ url: string; headers?: Record<string, string> }>;
+  /** The parts the store holds, for resuming. */
+  listParts(args: S3Upload): S3Part[] | Promise<S3Part[]>;
+  /** `parts` in order; list the parts for their ETags. */
+  completeMultipartUpload(args: S3Upload & { parts: S3Part[] }):
+    { location?: string } | void | Promise<{ location?: string } | void>;
+  abortMultipartUpload(args: S3Upload): unknown;
 }
 
 /** An unfinished upload of the same file, found by `Upload.findPrevious`. */
@@ -125,7 +168,8 @@ export interface SliceEvent {
 /** What `start()` resolves with. */
 export interface UploadResult {
   id: string;
-  /** Absolute URL of the upload on the server. */
+  /** Absolute URL of the upload on the server; with `s3`, what completeMultipartUpload
+   * returned as `location` (the object key when it returned none). */
   location: string;
   size: number;
   slices: number;
@@ -150,7 +194,7 @@ export interface UploadResult {
 /** Why an upload failed. */
 export type UploadErrorCode =
   | "network" | "http_status" | "digest_mismatch" | "aborted" | "source_read"
-  | "size_mismatch" | "stalled" | "protocol" | "invalid_state";
+  | "size_mismatch" | "stalled" | "protocol" | "invalid_state" | "s3_callback";
 
 /** The rejection of `start()`. */
 export interface UploadError extends Error {
@@ -222,7 +266,13 @@ impl Upload {
                     .as_string()
                     .unwrap_or_default();
                 let transport = HttpTransport::new(location.clone(), Vec::new());
-                let bytes_received = match transport.status(&location).await {
+                let status = if is_s3_location(&location) {
+                    // Only the app's own callbacks can ask its store.
+                    Err(None)
+                } else {
+                    transport.status(&location).await.map_err(Some)
+                };
+                let bytes_received = match status {
                     Ok(status) if !status.complete => {
                         JsValue::from_f64(status.bytes_received as f64)
                     }
@@ -230,7 +280,9 @@ impl Upload {
                         resume::forget_key(&key).await;
                         continue;
                     }
-                    Err(error) if matches!(error.failure, Failure::Status { status: 404, .. }) => {
+                    Err(Some(error))
+                        if matches!(error.failure, Failure::Status { status: 404, .. }) =>
+                    {
                         resume::forget_key(&key).await;
                         continue;
                     }
@@ -438,15 +490,20 @@ impl Inner {
             (Some(location), _) | (None, Some(location)) => Start::Resume(location.clone()),
             (None, None) => Start::New(Some(parsed.metadata.clone())),
         };
-        let transport = HttpTransport::new(parsed.endpoint.clone(), parsed.headers.clone());
+        let transport = match &parsed.s3 {
+            Some(calls) => HttpTransport::s3(calls),
+            None => HttpTransport::new(parsed.endpoint.clone(), parsed.headers.clone()),
+        };
 
         let mut outcome = self
             .attempt(&source, start, &transport, &resume_key, &blob)
             .await;
         if let (Err(error), Some(_)) = (&outcome, &remembered) {
-            // The remembered upload is gone from the server (expired or deleted): forget it
-            // and start over, once.
-            if error.status == Some(404) && self.location.borrow().is_none() {
+            // The remembered upload is gone from the server (expired or deleted), or the
+            // app's listParts refused it (completed or aborted): forget it and start over,
+            // once.
+            let gone = error.status == Some(404) || error.code == ErrorCode::S3Callback;
+            if gone && self.location.borrow().is_none() {
                 if let Some(key) = &resume_key {
                     key.forget().await;
                 }
@@ -457,9 +514,12 @@ impl Inner {
             }
         }
         match outcome {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
                 if let Some(key) = &resume_key {
                     key.forget().await;
+                }
+                if let Some(location) = transport.completed_location() {
+                    outcome.location = location;
                 }
                 Ok(interop::outcome_to_js(
                     &outcome,

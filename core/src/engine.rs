@@ -206,6 +206,8 @@ pub enum ErrorCode {
     Stalled,
     /// The server's answer broke the protocol.
     Protocol,
+    /// One of the app's `s3` callbacks threw, rejected or answered in a wrong shape.
+    S3Callback,
 }
 
 impl ErrorCode {
@@ -220,6 +222,7 @@ impl ErrorCode {
             ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::Stalled => "stalled",
             ErrorCode::Protocol => "protocol",
+            ErrorCode::S3Callback => "s3_callback",
         }
     }
 }
@@ -244,6 +247,10 @@ impl UploadError {
             Failure::Corrupted { status } => (ErrorCode::DigestMismatch, Some(status)),
             Failure::Status { status, .. } if error.code.as_deref() == Some("digest_mismatch") => {
                 (ErrorCode::DigestMismatch, Some(status))
+            }
+            // The app's own code failed: no HTTP status of a server to report.
+            Failure::Status { .. } if error.code.as_deref() == Some("s3_callback") => {
+                (ErrorCode::S3Callback, None)
             }
             Failure::Status { status, .. } => (ErrorCode::HttpStatus, Some(status)),
         };

@@ -18,6 +18,8 @@ export async function startProxy(targetPort) {
   const state = {
     resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0,
     silenceAfterBytes: 0, silenced: 0,
+    /** Requests sent and not yet answered now, and the most at once. */
+    inFlight: 0, maxInFlight: 0,
     /** Every request forwarded towards the server, as `{ method, path, slice }` (`slice`:
      * the Chunkwise-Slice header, or the v1 path's index), in order. */
     requests: [],
@@ -34,7 +36,18 @@ export async function startProxy(targetPort) {
     open.add(client);
     open.add(upstream);
     let sinceDraw = 0;
-    const reader = requestReader((request) => state.requests.push(request));
+    // A request is in flight from its head until the first byte of its answer (HTTP/1.1:
+    // one at a time per connection).
+    let waiting = false;
+    const answered = () => { if (waiting) { waiting = false; state.inFlight--; } };
+    const reader = requestReader((request) => {
+      state.requests.push(request);
+      if (!waiting) {
+        waiting = true;
+        state.maxInFlight = Math.max(state.maxInFlight, ++state.inFlight);
+      }
+    });
+    upstream.on("data", answered);
     // A TCP reset towards the browser; the server side is simply closed. (resetAndDestroy
     // on a socket that is not fully open can leave a handle that keeps node from exiting.)
     const kill = () => {
@@ -100,7 +113,7 @@ export async function startProxy(targetPort) {
     client.on("error", killUnlessSilent);
     upstream.on("error", kill);
     client.on("close", () => { open.delete(client); killUnlessSilent(); });
-    upstream.on("close", () => { open.delete(upstream); silent.delete(upstream); kill(); });
+    upstream.on("close", () => { answered(); open.delete(upstream); silent.delete(upstream); kill(); });
   });
   await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
   return {
