@@ -1,7 +1,8 @@
 // The benchmark against object storage: the same file uploaded by one fetch(File) PUT to a
 // presigned Garage URL (the store's ceiling), by chunkwise in direct mode (slices straight
-// to Garage, chunkwise-server only signing), through chunkwise-server in scale-out mode
-// (--store s3://), and by chunkwise to chunkwise-server on disk.
+// to Garage, chunkwise-server only signing), by chunkwise with the `s3` option through the
+// app's own backend (examples/s3-backend, no chunkwise-server), through chunkwise-server in
+// scale-out mode (--store s3://), and by chunkwise to chunkwise-server on disk.
 //
 //   node --experimental-websocket bench/run.mjs --store [--over slow|100m|wan] [--size 256M] [--runs 3]
 //
@@ -15,11 +16,11 @@
 // sends no Access-Control-Max-Age), and the tail.
 //
 // Every upload is read back (GetObject through s3tool, or the server's own SHA-256) and
-// compared by SHA-256. CPU seconds per GiB are Chromium's, the signer's or disk server's,
-// and Garage's; server RSS is the peak of the chunkwise-server involved.
+// compared by SHA-256. CPU seconds per GiB are Chromium's, the signer's, the app backend's or
+// disk server's, and Garage's; server RSS is the peak of the server involved.
 import { readFileSync, writeFileSync } from "node:fs";
 import { Chromium } from "./cdp.mjs";
-import { MIB, median, parseSize, report, runMethod, sourceFile, startServer } from "./support.mjs";
+import { MIB, median, parseSize, report, runMethod, sourceFile, startS3Backend, startServer } from "./support.mjs";
 import { startGarage } from "../tests/e2e/garage.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
@@ -50,8 +51,9 @@ export async function main(args) {
   const signer = await startServer(["--s3-endpoint", storeUrl, "--s3-bucket", garage.bucket, "--s3-region", "garage", "--allowed-origin", site.url], creds);
   const through = await startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage", "--allowed-origin", site.url], creds);
   const disk = await startServer(["--allowed-origin", site.url]);
-  const links = over ? await Promise.all([signer, through, disk].map((s) => startLinkProxy(Number(new URL(s.url).port), over))) : [];
-  const [signerUrl, throughUrl, diskUrl] = over ? links.map((l) => l.url) : [signer.url, through.url, disk.url];
+  const backend = await startS3Backend(garage, storeUrl, site.url);
+  const links = over ? await Promise.all([signer, through, disk, backend].map((s) => startLinkProxy(Number(new URL(s.url).port), over))) : [];
+  const [signerUrl, throughUrl, diskUrl, backendUrl] = over ? links.map((l) => l.url) : [signer.url, through.url, disk.url, backend.url];
   await garage.allowOrigin(site.url);
   const browser = await Chromium.launch();
   const rows = [];
@@ -68,6 +70,10 @@ export async function main(args) {
       { name: "chunkwise direct to Garage", server: signer, run: async () => {
         const { result, error } = await runMethod(page, "chunkwise", {}, signerUrl);
         return { result, error, sha256: result && (await garage.object(result.id.split(".")[0])).sha256 };
+      } },
+      { name: "chunkwise via the app's backend to Garage (s3 option)", server: backend, run: async () => {
+        const { result, error } = await runMethod(page, "chunkwise-s3", {}, backendUrl);
+        return { result, error, sha256: result && (await garage.object(result.id)).sha256 };
       } },
       { name: "chunkwise through chunkwise-server to Garage", server: through, run: async () => {
         const { result, error } = await runMethod(page, "chunkwise", {}, throughUrl);
@@ -105,7 +111,7 @@ export async function main(args) {
   } finally {
     await browser.close();
     for (const l of [garageLink, ...links]) l?.close();
-    for (const s of [site, signer, through, disk]) s.proc.kill();
+    for (const s of [site, signer, through, disk, backend]) s.proc.kill();
     await garage.stop();
   }
   const ceiling = median(rows.filter((r) => r.method.startsWith("fetch") && r.ok).map((r) => r.mibPerSecond));
@@ -113,7 +119,7 @@ export async function main(args) {
     `${(size / MIB).toFixed(0)} MiB, ${over ? `over ${args.over} (${over.upBitsPerSecond / 1e6} Mbit/s, ${over.rttMs} ms${over.windowBytes ? `, ${over.windowBytes / 1024} KiB window` : ""})` : "loopback"}, ` +
       `page and endpoints on two origins, median of ${runs} interleaved run(s) (min–max), ${new Date().toISOString().slice(0, 10)}:`,
     "",
-    "| method | MiB/s | × fetch(File) PUT to Garage | CPU s/GiB: Chromium / chunkwise-server / Garage | chunkwise-server peak RSS |",
+    "| method | MiB/s | × fetch(File) PUT to Garage | CPU s/GiB: Chromium / server / Garage | server peak RSS |",
     "|---|--:|--:|--:|--:|",
   ];
   for (const name of [...new Set(rows.map((r) => r.method))]) {

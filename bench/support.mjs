@@ -34,7 +34,26 @@ export function pageDir() {
   mkdirSync(dir, { recursive: true });
   for (const name of readdirSync(join(ROOT, "bench/page"))) copyFileSync(join(ROOT, "bench/page", name), join(dir, name));
   copyFileSync(join(ROOT, "node_modules/tus-js-client/dist/tus.min.js"), join(dir, "tus.min.js"));
+  // The S3 recipe's page side, for "chunkwise via the app's backend".
+  copyFileSync(join(ROOT, "examples/s3-backend/client.mjs"), join(dir, "s3-client.mjs"));
   return dir;
+}
+
+/** The S3 recipe's backend (examples/s3-backend/server.mjs, as it is), its store at
+ * `storeUrl`, called by pages of `origin`. */
+export async function startS3Backend(garage, storeUrl, origin) {
+  const proc = reaped(spawn(process.execPath, [join(ROOT, "examples/s3-backend/server.mjs")], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: {
+      ...process.env, S3_ENDPOINT: storeUrl, S3_REGION: "garage", S3_BUCKET: garage.bucket, PORT: "0",
+      AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey, ALLOWED_ORIGIN: origin,
+    },
+  }));
+  const url = await new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`the S3 backend exited ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
+  });
+  return { url, proc };
 }
 
 export async function startTus() {

@@ -47,6 +47,16 @@ async function chunkwise(options, base) {
   return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size, id: result.id, verified: result.verified };
 }
 
+// chunkwise straight to S3 through the app's own backend (examples/s3-backend at `base`).
+async function chunkwiseS3(options, base) {
+  const { s3Callbacks } = await import("./s3-client.mjs");
+  const f = file();
+  t0 = performance.now();
+  const onProgress = (p) => logProgress(p.bytesSent);
+  const result = await new Upload(f, { s3: s3Callbacks(`${base}/s3`), resume: false, onProgress, ...options }).start();
+  return { ms: performance.now() - t0, bytes: f.size, id: result.id, verified: result.verified };
+}
+
 // One fetch(File) PUT to a presigned object-store URL: the store's ceiling.
 async function presigned({ url }) {
   const f = file();
@@ -83,6 +93,7 @@ window.bench = {
     if (method === "fetch") return wholeFile(false, base);
     if (method === "xhr") return wholeFile(true, base);
     if (method === "chunkwise") return chunkwise(options, base);
+    if (method === "chunkwise-s3") return chunkwiseS3(options, base);
     if (method === "tus") return tusUpload(options);
     if (method === "presigned") return presigned(options);
     throw new Error(`unknown method ${method}`);

@@ -1,7 +1,8 @@
 // A runnable app backend for the recipe: the five routes of backend.mjs under /s3, and the
 // files of STATIC_DIR (the app's page) at /. Configured by the environment:
 //   S3_ENDPOINT (omit for AWS), S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-//   S3_BUCKET, PORT (0: any free port), STATIC_DIR (optional), SIGN_CHECKSUMS=0 (optional).
+//   S3_BUCKET, PORT (0: any free port), STATIC_DIR (optional), SIGN_CHECKSUMS=0 (optional),
+//   ALLOWED_ORIGIN (optional: a page on another origin that may call the routes).
 // Prints "listening on http://HOST:PORT" once it listens.
 import { S3Client } from "@aws-sdk/client-s3";
 import { createReadStream, statSync } from "node:fs";
@@ -25,7 +26,17 @@ const handle = s3Backend({
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
 const root = process.env.STATIC_DIR && resolve(process.env.STATIC_DIR);
 
+const allowedOrigin = process.env.ALLOWED_ORIGIN;
+
 const server = http.createServer(async (request, response) => {
+  if (allowedOrigin) {
+    response.setHeader("access-control-allow-origin", allowedOrigin);
+    if (request.method === "OPTIONS") {
+      response.writeHead(204, { "access-control-allow-methods": "POST", "access-control-allow-headers": "content-type", "access-control-max-age": "600" });
+      response.end();
+      return;
+    }
+  }
   if (await handle(request, response)) return;
   const path = root && join(root, normalize(decodeURIComponent(new URL(request.url, "http://x").pathname)));
   const file = path?.startsWith(root) && (statSync(path, { throwIfNoEntry: false })?.isFile() ? path : null);
