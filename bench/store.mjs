@@ -1,8 +1,10 @@
 // The benchmark against object storage: the same file uploaded by one fetch(File) PUT to a
 // presigned Garage URL (the store's ceiling), by chunkwise in direct mode (slices straight
 // to Garage, chunkwise-server only signing), by chunkwise with the `s3` option through the
-// app's own backend (examples/s3-backend, no chunkwise-server), through chunkwise-server in
-// scale-out mode (--store s3://), and by chunkwise to chunkwise-server on disk.
+// app's own backend (examples/s3-backend, no chunkwise-server), by @uppy/aws-s3 6.3.1 with
+// its `signRequest` asking a backend with the same SDK (bench/uppy-signer.mjs), through
+// chunkwise-server in scale-out mode (--store s3://), and by chunkwise to chunkwise-server
+// on disk.
 //
 //   node --experimental-websocket bench/run.mjs --store [--over slow|100m|wan] [--size 256M] [--runs 3]
 //
@@ -52,9 +54,12 @@ export async function main(args) {
   const through = await startServer(["--s3-endpoint", garage.endpoint, "--store", `s3://${garage.bucket}/through/`, "--s3-region", "garage", "--allowed-origin", site.url], creds);
   const disk = await startServer(["--allowed-origin", site.url]);
   const backend = await startS3Backend(garage, storeUrl, site.url);
-  const links = over ? await Promise.all([signer, through, disk, backend].map((s) => startLinkProxy(Number(new URL(s.url).port), over))) : [];
-  const [signerUrl, throughUrl, diskUrl, backendUrl] = over ? links.map((l) => l.url) : [signer.url, through.url, disk.url, backend.url];
-  await garage.allowOrigin(site.url);
+  const uppySigner = await startS3Backend(garage, storeUrl, site.url, "bench/uppy-signer.mjs");
+  const servers = [signer, through, disk, backend, uppySigner];
+  const links = over ? await Promise.all(servers.map((s) => startLinkProxy(Number(new URL(s.url).port), over))) : [];
+  const [signerUrl, throughUrl, diskUrl, backendUrl, uppyUrl] = over ? links.map((l) => l.url) : servers.map((s) => s.url);
+  // @uppy/aws-s3 sends every S3 request from the browser, and reads each part's ETag.
+  await garage.allowOriginWide(site.url);
   const browser = await Chromium.launch();
   const rows = [];
   try {
@@ -73,6 +78,10 @@ export async function main(args) {
       } },
       { name: "chunkwise via the app's backend to Garage (s3 option)", server: backend, run: async () => {
         const { result, error } = await runMethod(page, "chunkwise-s3", {}, backendUrl);
+        return { result, error, sha256: result && (await garage.object(result.id)).sha256 };
+      } },
+      { name: "@uppy/aws-s3 6.3.1 via the app's backend to Garage (signRequest)", server: uppySigner, run: async () => {
+        const { result, error } = await runMethod(page, "uppy-s3", {}, uppyUrl);
         return { result, error, sha256: result && (await garage.object(result.id)).sha256 };
       } },
       { name: "chunkwise through chunkwise-server to Garage", server: through, run: async () => {
@@ -111,7 +120,7 @@ export async function main(args) {
   } finally {
     await browser.close();
     for (const l of [garageLink, ...links]) l?.close();
-    for (const s of [site, signer, through, disk, backend]) s.proc.kill();
+    for (const s of [site, ...servers]) s.proc.kill();
     await garage.stop();
   }
   const ceiling = median(rows.filter((r) => r.method.startsWith("fetch") && r.ok).map((r) => r.mibPerSecond));

@@ -1,4 +1,5 @@
 // What the benchmark's modes share: source files, the servers, the page's directory.
+import { buildSync } from "esbuild";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
@@ -33,16 +34,18 @@ export function pageDir() {
   const dir = join(OUT, "www");
   mkdirSync(dir, { recursive: true });
   for (const name of readdirSync(join(ROOT, "bench/page"))) copyFileSync(join(ROOT, "bench/page", name), join(dir, name));
+  // @uppy/aws-s3 for the store benchmark's peer row, bundled for a plain page.
+  buildSync({ entryPoints: [join(ROOT, "bench/page/uppy-entry.mjs")], bundle: true, format: "esm", minify: true, outfile: join(dir, "uppy.mjs"), logLevel: "warning" });
   copyFileSync(join(ROOT, "node_modules/tus-js-client/dist/tus.min.js"), join(dir, "tus.min.js"));
   // The S3 recipe's page side, for "chunkwise via the app's backend".
   copyFileSync(join(ROOT, "examples/s3-backend/client.mjs"), join(dir, "s3-client.mjs"));
   return dir;
 }
 
-/** The S3 recipe's backend (examples/s3-backend/server.mjs, as it is), its store at
- * `storeUrl`, called by pages of `origin`. */
-export async function startS3Backend(garage, storeUrl, origin) {
-  const proc = reaped(spawn(process.execPath, [join(ROOT, "examples/s3-backend/server.mjs")], {
+/** The S3 recipe's backend (examples/s3-backend/server.mjs, as it is; or `script`, such as
+ * bench/uppy-signer.mjs), its store at `storeUrl`, called by pages of `origin`. */
+export async function startS3Backend(garage, storeUrl, origin, script = "examples/s3-backend/server.mjs") {
+  const proc = reaped(spawn(process.execPath, [join(ROOT, script)], {
     stdio: ["ignore", "pipe", "inherit"],
     env: {
       ...process.env, S3_ENDPOINT: storeUrl, S3_REGION: "garage", S3_BUCKET: garage.bucket, PORT: "0",

@@ -57,6 +57,32 @@ async function chunkwiseS3(options, base) {
   return { ms: performance.now() - t0, bytes: f.size, id: result.id, verified: result.verified };
 }
 
+// @uppy/aws-s3 6.3.1 (bundled beside this page as uppy.mjs), its signRequest asking the
+// signer at `base` for each request's presigned URL.
+async function uppyS3({ chunkSize = 8 * 1024 * 1024 }, base) {
+  const { Uppy, AwsS3 } = await import("./uppy.mjs");
+  const f = file();
+  const key = `uppy/${crypto.randomUUID()}`;
+  const uppy = new Uppy().use(AwsS3, {
+    shouldUseMultipart: true,
+    getChunkSize: () => chunkSize,
+    generateObjectKey: () => key,
+    signRequest: async (request) => {
+      const r = await fetch(`${base}/presign`, { method: "POST", body: JSON.stringify(request) });
+      if (!r.ok) throw new Error(`presign: ${r.status} ${await r.text()}`);
+      return r.json();
+    },
+  });
+  uppy.addFile({ name: f.name, type: f.type || "application/octet-stream", data: f });
+  uppy.on("upload-progress", (_, p) => logProgress(p.bytesUploaded));
+  t0 = performance.now();
+  const result = await uppy.upload();
+  const ms = performance.now() - t0;
+  if (!result || result.failed?.length) throw new Error(`uppy: ${result?.failed?.[0]?.error ?? "no result"}`);
+  uppy.destroy();
+  return { ms, bytes: f.size, id: key };
+}
+
 // One fetch(File) PUT to a presigned object-store URL: the store's ceiling.
 async function presigned({ url }) {
   const f = file();
@@ -94,6 +120,7 @@ window.bench = {
     if (method === "xhr") return wholeFile(true, base);
     if (method === "chunkwise") return chunkwise(options, base);
     if (method === "chunkwise-s3") return chunkwiseS3(options, base);
+    if (method === "uppy-s3") return uppyS3(options, base);
     if (method === "tus") return tusUpload(options);
     if (method === "presigned") return presigned(options);
     throw new Error(`unknown method ${method}`);

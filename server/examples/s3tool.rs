@@ -55,6 +55,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .send()
                 .await?;
         }
+        ["cors-wide", bucket, origin] => {
+            let rule = origin
+                .split(',')
+                .fold(CorsRule::builder(), |rule, origin| {
+                    rule.allowed_origins(origin)
+                })
+                .allowed_methods("GET")
+                .allowed_methods("PUT")
+                .allowed_methods("POST")
+                .allowed_methods("DELETE")
+                .allowed_headers("*")
+                .expose_headers("ETag")
+                .max_age_seconds(7200)
+                .build()?;
+            s3.put_bucket_cors()
+                .bucket(*bucket)
+                .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)
+                .send()
+                .await?;
+        }
         ["sha256", bucket, key] => {
             let object = s3.get_object().bucket(*bucket).key(*key).send().await?;
             let mut body = object.body;

@@ -66,6 +66,9 @@ export async function startGarage(bucket = "uploads") {
         .then((r) => r.stdout.trim()),
     /** The bucket's CORS rule for `origin`, through the S3 API. */
     allowOrigin: (origin) => tool("cors", bucket, origin),
+    /** A CORS rule for clients that send every S3 request from the browser and read ETags
+     * (@uppy/aws-s3): every method, any header, `ETag` exposed. */
+    allowOriginWide: (origin) => tool("cors-wide", bucket, origin),
     /** `{ sha256, size }` of an object, read back with GetObject. */
     async object(key) {
       const [sha256, size] = (await tool("sha256", bucket, key)).split(" ");

@@ -40,9 +40,13 @@ onmessage = async ({ data: file }) => {
   return dir;
 }
 
-/** Runs examples/s3-backend/server.mjs as it is, its store at `storeUrl`. */
-async function startBackend(garage, storeUrl, staticDir, env = {}) {
-  const proc = spawn(process.execPath, [join(ROOT, "examples/s3-backend/server.mjs")], {
+const NODE_RECIPE = [process.execPath, join(ROOT, "examples/s3-backend/server.mjs")];
+const PYTHON_RECIPE = [join(ROOT, "target/py/bin/python"), join(ROOT, "examples/s3-backend-python/server.py")];
+
+/** Runs a recipe's server (examples/s3-backend/server.mjs by default) as it is, its store at
+ * `storeUrl`. */
+async function startBackend(garage, storeUrl, staticDir, env = {}, [command, ...args] = NODE_RECIPE) {
+  const proc = spawn(command, args, {
     env: {
       ...process.env, S3_ENDPOINT: storeUrl, S3_REGION: "garage", S3_BUCKET: garage.bucket,
       AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey,
@@ -326,6 +330,27 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
       await page.close();
     } finally {
       await unsigned.stop();
+      await garage.allowOrigin(backend.url);
+    }
+  });
+
+  test("the Python (boto3) recipe too", async () => {
+    const python = await startBackend(garage, proxy.url, staticDir, {}, PYTHON_RECIPE);
+    try {
+      await garage.allowOrigin(`${backend.url},${python.url}`);
+      const file = randomFile(16 * MIB + 1, "python.bin");
+      const { page } = await pageWith(file, python.url);
+      const from = proxy.state.requests.length;
+      proxy.state.flipAfterBytes = 2 * MIB;
+      const { result, error } = await upload(page, { chunkSize: 8 * MIB, maxInFlight: 1 });
+      assert.equal(error, undefined, `${JSON.stringify(error)} ${python.log()}`);
+      assert.equal(result.verified, true, "every part's checksum was signed");
+      const puts = [...partPuts(proxy, from).entries()].sort((a, b) => a[0] - b[0]);
+      assert.deepEqual(puts, [[1, 2], [2, 1], [3, 1]], "the corrupted part was refused and sent again");
+      assert.deepEqual(await garage.object(result.id), { sha256: sha256Of(file.path), size: 16 * MIB + 1 });
+      await page.close();
+    } finally {
+      await python.stop();
       await garage.allowOrigin(backend.url);
     }
   });
