@@ -598,3 +598,12 @@ impl Inner {
         }
     }
 }
+
+/// A free-list allocator instead of the default dlmalloc: the wasm allocates little (no slice
+/// bytes ever enter it), and dlmalloc is several KB of every app's download.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+// SAFETY: this wasm has no threads (no atomics target feature), so nothing allocates
+// concurrently.
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };

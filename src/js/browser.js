@@ -390,30 +390,19 @@ const CHECKSUM = "x-amz-checksum-sha256";
 class S3Failure extends Error {
   constructor(message, code = "s3_callback", status = 400) {
     super(message);
-    this.code = code;
-    this.status = status;
+    Object.assign(this, { code, status });
   }
 }
 
 const isCount = (value) => Number.isSafeInteger(value) && value >= 0;
-const wrongShape = (name, problem) => new S3Failure(`s3.${name} answered in the wrong shape: ${problem}`);
 
-function describeThrown(value) {
-  if (value instanceof Error) return value.message || value.name;
-  try { return JSON.stringify(value) ?? String(value); } catch { return String(value); }
+/** Throws, naming the callback and what is wrong, unless `ok`. */
+function expect(ok, name, problem) {
+  if (!ok) throw new S3Failure(`s3.${name} answered in the wrong shape: ${problem}`);
 }
 
-function named(location) {
-  const fields = location.slice(3).split("/").map(decodeURIComponent);
-  const [chunkSize, size, uploadId, key] = fields;
-  if (!location.startsWith("s3:") || fields.length < 4 || !isCount(Number(chunkSize))) {
-    throw new S3Failure(`${JSON.stringify(location)} is not an upload made with the s3 option (upload.location of one is)`, "not_found", 404);
-  }
-  return { chunkSize: Number(chunkSize), size: size === "" ? null : Number(size), uploadId, key, sign: fields[4] === "sign" };
-}
-
-const json = (value, status = 200, headers = {}) =>
-  new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json", ...headers } });
+const answer = (value, status = 200, headers) =>
+  new Response(value && JSON.stringify(value), { status, headers });
 
 export class S3Session {
   constructor(calls) {
@@ -423,83 +412,76 @@ export class S3Session {
   }
 
   /** Answers one of the transport's requests: `url` is "s3:" (create) or a location. */
-  async fetch(url, init) {
-    const method = init.method;
-    const body = init.body ? JSON.parse(init.body) : {};
-    const signal = init.signal;
+  async fetch(url, { method, body, signal }) {
+    body = JSON.parse(body || "{}");
     try {
       if (url === "s3:") {
         const created = await this.create(body, signal);
-        return json(created, 201, { location: created.location });
+        return answer(created, 201, { location: created.location });
       }
-      const upload = named(url);
-      if (method === "GET") return json(await this.status(upload, signal));
-      if (method === "DELETE") {
-        // The cancel fired the upload's signal: the abort gets a request of its own.
-        await this.call("abortMultipartUpload", upload, {}, signal);
-        return new Response(null, { status: 204 });
+      const fields = url.slice(3).split("/").map(decodeURIComponent);
+      const [chunkSize, size, uploadId, key, sign] = fields;
+      if (!(fields.length > 3 && chunkSize > 0)) {
+        throw new S3Failure(`${url} is not an upload made with the s3 option`, "not_found", 404);
       }
-      if (upload.sign) return json(await this.sign(upload, body, signal));
-      return json(await this.complete(upload, body, signal));
+      const upload = { chunkSize: +chunkSize, size: size === "" ? null : +size, uploadId, key };
+      // DELETE: the cancel fired the upload's signal; this request has a signal of its own.
+      if (method === "DELETE") return answer(await this.call("abortMultipartUpload", upload, {}, signal), 204);
+      if (method === "GET") return answer(await this.status(upload, signal));
+      return answer(await (sign ? this.sign(upload, body, signal) : this.complete(upload, body, signal)));
     } catch (error) {
       if (!(error instanceof S3Failure)) throw error;
-      return json({ error: { code: error.code, message: error.message } }, error.status);
+      return answer({ error: { code: error.code, message: error.message } }, error.status);
     }
   }
 
   async call(name, { uploadId, key }, args, signal) {
     try {
-      return await this.calls[name]({ ...(key !== undefined && { uploadId, key }), ...args, signal });
+      return await this.calls[name]({ ...(key && { uploadId, key }), ...args, signal });
     } catch (error) {
-      throw new S3Failure(`s3.${name} failed: ${describeThrown(error)}`);
+      throw new S3Failure(`s3.${name} failed: ${error?.message ?? error}`);
     }
   }
 
   async create({ size = null, chunkSize, metadata = {} }, signal) {
     const name = "createMultipartUpload";
-    const answer = await this.call(name, {}, { size, chunkSize, metadata }, signal);
-    const { uploadId, key } = answer ?? {};
-    const chosen = answer?.chunkSize ?? chunkSize;
-    if (typeof uploadId !== "string" || !uploadId) throw wrongShape(name, "uploadId must be a non-empty string");
-    if (typeof key !== "string" || !key) throw wrongShape(name, "key must be a non-empty string");
-    if (!isCount(chosen)) throw wrongShape(name, "chunkSize must be an integer number of bytes");
+    const made = (await this.call(name, {}, { size, chunkSize, metadata }, signal)) ?? {};
+    const chosen = made.chunkSize ?? chunkSize;
+    expect(made.uploadId && typeof made.uploadId === "string", name, "uploadId must be a non-empty string");
+    expect(made.key && typeof made.key === "string", name, "key must be a non-empty string");
+    expect(isCount(chosen), name, "chunkSize must be an integer number of bytes");
     this.signed.clear();
-    const location = `s3:${[chosen, size ?? "", uploadId, key].map(encodeURIComponent).join("/")}`;
-    return { id: key, chunkSize: chosen, size, protocol: 2, transfer: "direct", location };
+    const location = `s3:${[chosen, size ?? "", made.uploadId, made.key].map(encodeURIComponent).join("/")}`;
+    return { id: made.key, chunkSize: chosen, size, protocol: 2, transfer: "direct", location };
   }
 
   async sign(upload, { slice, size, sha256 }, signal) {
     const name = "signPart";
     const partNumber = slice + 1;
-    const answer = await this.call(name, upload, { partNumber, size, sha256 }, signal);
-    const headers = answer?.headers ?? {};
-    let url;
-    try { url = new URL(answer?.url); } catch { throw wrongShape(name, `url must be an absolute URL; got ${describeThrown(answer?.url)}`); }
-    if (typeof headers !== "object" || Object.values(headers).some((v) => typeof v !== "string")) {
-      throw wrongShape(name, "headers must be an object of strings");
-    }
+    const { url, headers = {} } = (await this.call(name, upload, { partNumber, size, sha256 }, signal)) ?? {};
+    expect(URL.canParse(url), name, `url must be an absolute URL; got ${url}`);
+    expect(Object.values(headers).every((v) => typeof v === "string"), name, "headers must be an object of strings");
     // The store checks the part's SHA-256 only when the signature covers it.
     const covers = ([n, v]) => n.toLowerCase() === CHECKSUM && v === sha256;
-    const checked = Object.entries(headers).some(covers) || [...url.searchParams].some(covers);
+    const checked = Object.entries(headers).some(covers) || [...new URL(url).searchParams].some(covers);
     this.signed.set(partNumber, { sha256, checked });
-    return { method: "PUT", url: answer.url, headers };
+    return { url, headers };
   }
 
-  /** The parts the store holds (`listParts`), each of the length its place gives it. */
+  /** The parts the store holds (`listParts`) of the length their place gives them. */
   async parts(upload, signal) {
     const name = "listParts";
     const { chunkSize, size } = upload;
-    const answer = await this.call(name, upload, {}, signal);
-    if (!Array.isArray(answer)) throw wrongShape(name, "it must return an array of parts");
+    const listed = await this.call(name, upload, {}, signal);
+    expect(Array.isArray(listed), name, "it must return an array of parts");
     const held = new Map();
-    for (const [at, part] of answer.entries()) {
-      const { partNumber, size: length, sha256 } = part ?? {};
-      if (!isCount(partNumber) || !isCount(length) || (sha256 != null && typeof sha256 !== "string")) {
-        throw wrongShape(name, `part ${at} must be { partNumber, size, sha256? }`);
-      }
-      const expected = size === null ? chunkSize : Math.min(chunkSize, size - (partNumber - 1) * chunkSize);
+    for (const part of listed) {
+      const { partNumber: n, size: length, sha256 } = part ?? {};
+      expect(isCount(n) && isCount(length) && typeof (sha256 ?? "") === "string", name, "each part must be { partNumber, size, sha256? }");
       // A part of another length than its place's is sent again.
-      if (partNumber >= 1 && length === expected && length > 0) held.set(partNumber, { size: length, sha256 });
+      if (n > 0 && length > 0 && length === (size === null ? chunkSize : Math.min(chunkSize, size - (n - 1) * chunkSize))) {
+        held.set(n, { size: length, sha256 });
+      }
     }
     return held;
   }
@@ -508,11 +490,11 @@ export class S3Session {
     const held = await this.parts(upload, signal);
     const received = [];
     let bytesReceived = 0;
-    for (const number of [...held.keys()].sort((a, b) => a - b)) {
+    for (const n of [...held.keys()].sort((a, b) => a - b)) {
       const last = received.at(-1);
-      if (last?.[1] === number - 1) last[1] = number;
-      else received.push([number - 1, number]);
-      bytesReceived += held.get(number).size;
+      if (last?.[1] === n - 1) last[1] = n;
+      else received.push([n - 1, n]);
+      bytesReceived += held.get(n).size;
     }
     const { key: id, chunkSize, size } = upload;
     return { id, chunkSize, size, received, bytesReceived, complete: false, protocol: 2, transfer: "direct" };
@@ -523,32 +505,30 @@ export class S3Session {
     const held = await this.parts({ ...upload, size }, signal);
     const parts = [];
     let digests = new Uint8Array(32 * count);
-    for (let number = 1; number <= count; number++) {
-      const part = held.get(number);
-      if (!part) throw new S3Failure(`part ${number} of ${count} is not in the store`, "s3_callback", 409);
-      const signed = this.signed.get(number);
+    for (let n = 1; n <= count; n++) {
+      const part = held.get(n);
+      if (!part) throw new S3Failure(`part ${n} of ${count} is not in the store`, "s3_callback", 409);
+      const signed = this.signed.get(n);
       // The store checked a part's SHA-256 when it reports one, or when it was signed here.
-      const sha256 = part.sha256 ?? (signed?.checked ? signed.sha256 : undefined);
-      parts.push({ partNumber: number, size: part.size, ...((sha256 ?? signed?.sha256) && { sha256: sha256 ?? signed.sha256 }) });
-      let bytes = null;
-      try { bytes = sha256 && Uint8Array.from(atob(sha256), (c) => c.charCodeAt(0)); } catch {}
-      if (digests && bytes?.length === 32) digests.set(bytes, 32 * (number - 1));
+      const checked = part.sha256 ?? (signed?.checked ? signed.sha256 : "");
+      const sha256 = part.sha256 ?? signed?.sha256;
+      parts.push({ partNumber: n, size: part.size, ...(sha256 && { sha256 }) });
+      let bytes = [];
+      try { bytes = Uint8Array.from(atob(checked), (c) => c.charCodeAt(0)); } catch {}
+      if (bytes.length === 32) digests?.set(bytes, 32 * (n - 1));
       else digests = null;
     }
     // The digest of what the store checked, when it checked every part.
     let stored = null;
     if (digests && subtle) {
-      const hash = new Uint8Array(await subtle.digest("SHA-256", digests));
-      stored = [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
+      stored = [...new Uint8Array(await subtle.digest("SHA-256", digests))].map((b) => b.toString(16).padStart(2, "0")).join("");
       if (slicesSha256 && stored !== slicesSha256) {
-        throw new S3Failure(`the store's parts have digest ${stored} but the slices read here have ${slicesSha256}: the file changed since its upload began; not completed`, "digest_mismatch", 409);
+        throw new S3Failure(`the store's parts have digest ${stored} but the file read now has ${slicesSha256}: it changed since the upload began; not completed`, "digest_mismatch", 409);
       }
     }
     const name = "completeMultipartUpload";
-    const answer = await this.call(name, upload, { parts }, signal);
-    if (answer != null && (typeof answer !== "object" || (answer.location != null && typeof answer.location !== "string"))) {
-      throw wrongShape(name, "it must return { location } or nothing");
-    }
-    return { id: upload.key, size, sha256: null, slicesSha256: stored, location: answer?.location ?? upload.key };
+    const done = await this.call(name, upload, { parts }, signal);
+    expect(done == null || typeof (done.location ?? "") === "string", name, "it must return { location } or nothing");
+    return { id: upload.key, size, sha256: null, slicesSha256: stored, location: done?.location ?? upload.key };
   }
 }

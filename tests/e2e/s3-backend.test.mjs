@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -314,6 +314,30 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
     assert.match(thrown.headers, /^TypeError: headers cannot be used with s3/);
     assert.match(thrown.missing, /^TypeError: s3\.listParts must be a function; got undefined/);
     assert.match(thrown.digest, /^RangeError: digest "none" cannot be used with s3/);
+    await page.close();
+  });
+
+  test("parts kept from before the file changed are never completed into an object", async () => {
+    const file = randomFile(15 * MIB, "changed.bin");
+    const { page } = await pageWith(file);
+    // Parts 1 and 2 reach the store; signing part 3 fails.
+    const first = await upload(page, { chunkSize: 5 * MIB, maxInFlight: 1 },
+      `({ ...s3Callbacks(), signPart: (a) => a.partNumber === 3 ? Promise.reject(new Error("later")) : s3Callbacks().signPart(a) })`);
+    assert.equal(first.error?.code, "s3_callback");
+    // The file changes inside part 2, its name, size, date and first MiB the same: the
+    // resume record still matches it.
+    const { atimeNs, mtimeNs } = statSync(file.path, { bigint: true });
+    const fd = openSync(file.path, "r+");
+    writeSync(fd, Buffer.from([1, 2, 3]), 0, 3, 7 * MIB);
+    closeSync(fd);
+    // To the microsecond: a Date would round the millisecond the fingerprint keeps.
+    utimesSync(file.path, Number(atimeNs / 1000n) / 1e6, Number(mtimeNs / 1000n) / 1e6);
+    await page.setInputFiles("#file", file.path);
+    const keysBefore = await garage.keys();
+    const second = await upload(page, { chunkSize: 5 * MIB, maxInFlight: 1 });
+    assert.equal(second.error?.code, "digest_mismatch", JSON.stringify(second));
+    assert.match(second.error.message, /changed since the upload began; not completed/);
+    assert.deepEqual(await garage.keys(), keysBefore, "no object of neither file");
     await page.close();
   });
 
