@@ -341,6 +341,22 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
     await page.close();
   });
 
+  test("a bucket without the CORS rule fails at once, naming the rule", async () => {
+    const file = randomFile(6 * MIB, "cors.bin");
+    const { page } = await pageWith(file);
+    await garage.allowOrigin("https://elsewhere.example");
+    try {
+      const started = Date.now();
+      const { error } = await upload(page, { resume: false });
+      assert.equal(error?.code, "network", JSON.stringify(error));
+      assert.match(error.message, /bucket needs a CORS rule allowing PUT from http:\/\/127\.0\.0\.1:\d+/);
+      assert.ok(Date.now() - started < 30_000, "no retrying what cannot work");
+    } finally {
+      await garage.allowOrigin(backend.url);
+    }
+    await page.close();
+  });
+
   test("a signer that leaves the checksum out still uploads, with verified: false", async () => {
     const unsigned = await startBackend(garage, proxy.url, staticDir, { SIGN_CHECKSUMS: "0" });
     try {
