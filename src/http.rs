@@ -301,31 +301,33 @@ impl HttpTransport {
         slice: &SliceData<Body>,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        let sha256 = sha256_base64(slice)?;
+        let Some(sha256) = &slice.sha256 else {
+            return Err(TransportError {
+                failure: Failure::Status {
+                    status: 400,
+                    retry_after_ms: None,
+                },
+                code: Some("digest_required".into()),
+                message: "uploads straight to an object store need each slice's SHA-256, which the store checks: use digest \"sha-256\"".into(),
+            });
+        };
+        let header = protocol::content_digest(sha256);
+        let base64 = header.trim_start_matches("sha-256=:").trim_end_matches(':');
         let url = format!("{location}/sign");
         let response = self
-            .post_json(&url, json::sign_body(slice.index, slice.len, &sha256))
+            .post_json(&url, json::sign_body(slice.index, slice.len, base64))
             .await?;
         let signed: json::Signed = Self::json(&response).await?;
-        self.put_signed(&signed.url, &signed.headers, slice, sent)
-            .await
-    }
-
-    /// `PUT`s a slice to an object store at a presigned `url` with exactly `headers`: the
-    /// store's XML errors read, a refused checksum sent again, a CORS rule missing named.
-    async fn put_signed(
-        &self,
-        url: &str,
-        headers: &[(String, String)],
-        slice: &SliceData<Body>,
-        sent: SentBytes<'_>,
-    ) -> Result<(), TransportError> {
-        let headers: Vec<(&str, &str)> = headers
+        let headers: Vec<(&str, &str)> = signed
+            .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        match self.put(To::Store, url, slice, &headers, sent).await {
-            Err(error) => Err(self.diagnose(To::Store, url, error).await),
+        match self
+            .put(To::Store, &signed.url, slice, &headers, sent)
+            .await
+        {
+            Err(error) => Err(self.diagnose(To::Store, &signed.url, error).await),
             ok => ok,
         }
     }
@@ -500,26 +502,6 @@ fn not_protocol(status: u16, e: String) -> TransportError {
         status,
         format!("the server's answer is not chunkwise's protocol: {e}"),
     )
-}
-
-/// A slice's SHA-256 in base64, as `x-amz-checksum-sha256` carries it; an object store
-/// needs it, so digest "none" is refused.
-fn sha256_base64(slice: &SliceData<Body>) -> Result<String, TransportError> {
-    let Some(sha256) = &slice.sha256 else {
-        return Err(TransportError {
-            failure: Failure::Status {
-                status: 400,
-                retry_after_ms: None,
-            },
-            code: Some("digest_required".into()),
-            message: "uploads straight to an object store need each slice's SHA-256, which the store checks: use digest \"sha-256\"".into(),
-        });
-    };
-    let header = protocol::content_digest(sha256);
-    Ok(header
-        .trim_start_matches("sha-256=:")
-        .trim_end_matches(':')
-        .to_string())
 }
 
 /// An error answer: the server's `{"error":{"code","message"}}` when it sent one.

@@ -72,14 +72,14 @@ pub fn stringify(value: &JsValue) -> JsValue {
     js_sys::JSON::stringify(value).map_or(JsValue::NULL, JsValue::from)
 }
 
-pub(crate) fn field(value: &JsValue, name: &str) -> JsValue {
+fn field(value: &JsValue, name: &str) -> JsValue {
     if !value.is_object() {
         return JsValue::UNDEFINED;
     }
     Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
 }
 
-pub(crate) fn string(value: &JsValue, name: &str) -> Result<String, String> {
+fn string(value: &JsValue, name: &str) -> Result<String, String> {
     field(value, name)
         .as_string()
         .ok_or_else(|| format!("{name} is not a string"))
@@ -95,18 +95,18 @@ pub(crate) fn optional_string(value: &JsValue, name: &str) -> Result<Option<Stri
         .ok_or_else(|| format!("{name} is not a string"))
 }
 
-pub(crate) fn integer(v: &JsValue, name: &str) -> Result<u64, String> {
+fn integer(v: &JsValue, name: &str) -> Result<u64, String> {
     match v.as_f64() {
         Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
         _ => Err(format!("{name} is not a non-negative integer")),
     }
 }
 
-pub(crate) fn uint(value: &JsValue, name: &str) -> Result<u64, String> {
+fn uint(value: &JsValue, name: &str) -> Result<u64, String> {
     integer(&field(value, name), name)
 }
 
-pub(crate) fn optional_uint(value: &JsValue, name: &str) -> Result<Option<u64>, String> {
+fn optional_uint(value: &JsValue, name: &str) -> Result<Option<u64>, String> {
     let v = field(value, name);
     if v.is_undefined() || v.is_null() {
         return Ok(None);
@@ -201,7 +201,7 @@ impl FromJson for ErrorBody {
     }
 }
 
-pub(crate) fn set(object: &Object, name: &str, value: JsValue) {
+fn set(object: &Object, name: &str, value: JsValue) {
     let _ = Reflect::set(object, &JsValue::from_str(name), &value);
 }
 
