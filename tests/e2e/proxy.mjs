@@ -18,8 +18,9 @@ export async function startProxy(targetPort) {
   const state = {
     resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0,
     silenceAfterBytes: 0, silenced: 0,
-    /** Requests sent and not yet answered now, and the most at once. */
-    inFlight: 0, maxInFlight: 0,
+    /** PUT requests sent and not yet answered now, and the most at once (CORS preflights
+     * and other requests are not counted). */
+    putsInFlight: 0, maxPutsInFlight: 0,
     /** Every request forwarded towards the server, as `{ method, path, slice }` (`slice`:
      * the Chunkwise-Slice header, or the v1 path's index), in order. */
     requests: [],
@@ -36,15 +37,15 @@ export async function startProxy(targetPort) {
     open.add(client);
     open.add(upstream);
     let sinceDraw = 0;
-    // A request is in flight from its head until the first byte of its answer (HTTP/1.1:
-    // one at a time per connection).
+    // A PUT is in flight from its head until the first byte of its answer (HTTP/1.1: one
+    // request at a time per connection).
     let waiting = false;
-    const answered = () => { if (waiting) { waiting = false; state.inFlight--; } };
+    const answered = () => { if (waiting) { waiting = false; state.putsInFlight--; } };
     const reader = requestReader((request) => {
       state.requests.push(request);
-      if (!waiting) {
+      if (request.method === "PUT" && !waiting) {
         waiting = true;
-        state.maxInFlight = Math.max(state.maxInFlight, ++state.inFlight);
+        state.maxPutsInFlight = Math.max(state.maxPutsInFlight, ++state.putsInFlight);
       }
     });
     upstream.on("data", answered);
