@@ -18,6 +18,9 @@ export async function startProxy(targetPort) {
   const state = {
     resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0,
     silenceAfterBytes: 0, silenced: 0,
+    /** When set, each connection forwards at most this many bytes per second towards the
+     * server, independently of the others (so parallel requests stay in flight together). */
+    connectionBytesPerSecond: 0,
     /** PUT requests sent and not yet answered now, and the most at once (CORS preflights
      * and other requests are not counted). */
     putsInFlight: 0, maxPutsInFlight: 0,
@@ -102,6 +105,11 @@ export async function startProxy(targetPort) {
         }
       }
       reader(data);
+      const rate = state.connectionBytesPerSecond;
+      if (rate > 0) {
+        client.pause();
+        setTimeout(() => { if (!client.destroyed) client.resume(); }, (data.length / rate) * 1000);
+      }
       if (!upstream.write(data)) {
         client.pause();
         upstream.once("drain", () => client.resume());
