@@ -42,6 +42,14 @@ export function pageDir() {
   return dir;
 }
 
+/** The URL `proc` prints as "listening on URL"; rejects if it exits first. */
+function listening(proc, what) {
+  return new Promise((ok, fail) => {
+    proc.once("exit", (code) => fail(new Error(`${what} exited ${code}`)));
+    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
+  });
+}
+
 /** The S3 recipe's backend (examples/s3-backend/server.mjs, as it is; or `script`, such as
  * bench/uppy-signer.mjs), its store at `storeUrl`, called by pages of `origin`. */
 export async function startS3Backend(garage, storeUrl, origin, script = "examples/s3-backend/server.mjs") {
@@ -52,20 +60,14 @@ export async function startS3Backend(garage, storeUrl, origin, script = "example
       AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey, ALLOWED_ORIGIN: origin,
     },
   }));
-  const url = await new Promise((ok, fail) => {
-    proc.once("exit", (code) => fail(new Error(`the S3 backend exited ${code}`)));
-    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
-  });
+  const url = await listening(proc, "the S3 backend");
   return { url, proc };
 }
 
 export async function startTus() {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-tus-"));
   const proc = reaped(spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] }));
-  const url = await new Promise((ok, fail) => {
-    proc.once("exit", (code) => fail(new Error(`tus server exited ${code}`)));
-    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
-  });
+  const url = await listening(proc, "the tus server");
   return { url, proc, dataDir };
 }
 
@@ -75,10 +77,7 @@ export async function startServer(extraArgs = [], env = {}) {
     "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--www", pageDir(), "--pkg", process.env.BENCH_PKG ?? join(ROOT, "pkg"),
     "--max-chunk-size", String(64 * 1024 * MIB), ...extraArgs,
   ], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.BENCH_SERVER_LOG ?? "warn", ...env } }));
-  const url = await new Promise((ok, fail) => {
-    proc.once("exit", (code) => fail(new Error(`server exited ${code}`)));
-    createInterface({ input: proc.stdout }).on("line", (l) => { const m = l.match(/listening on (\S+)/); if (m) ok(m[1]); });
-  });
+  const url = await listening(proc, "chunkwise-server");
   return { url, proc, dataDir };
 }
 

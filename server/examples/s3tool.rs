@@ -38,42 +38,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Vec<_>>()
         .as_slice()
     {
+        // The rule chunkwise needs: PUT of a part with its checksum header.
         ["cors", bucket, origin] => {
-            let rule = origin
-                .split(',')
-                .fold(CorsRule::builder(), |rule, origin| {
-                    rule.allowed_origins(origin)
-                })
+            let rule = origins(origin)
                 .allowed_methods("PUT")
                 .allowed_headers("x-amz-checksum-sha256")
-                .allowed_headers("content-type")
-                .max_age_seconds(7200)
-                .build()?;
-            s3.put_bucket_cors()
-                .bucket(*bucket)
-                .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)
-                .send()
-                .await?;
+                .allowed_headers("content-type");
+            put_cors(&s3, bucket, rule).await?;
         }
+        // What a client sending every S3 request from the browser needs (@uppy/aws-s3):
+        // every method, any header, and the ETag readable.
         ["cors-wide", bucket, origin] => {
-            let rule = origin
-                .split(',')
-                .fold(CorsRule::builder(), |rule, origin| {
-                    rule.allowed_origins(origin)
-                })
-                .allowed_methods("GET")
-                .allowed_methods("PUT")
-                .allowed_methods("POST")
-                .allowed_methods("DELETE")
+            let rule = ["GET", "PUT", "POST", "DELETE"]
+                .into_iter()
+                .fold(origins(origin), |rule, method| rule.allowed_methods(method))
                 .allowed_headers("*")
-                .expose_headers("ETag")
-                .max_age_seconds(7200)
-                .build()?;
-            s3.put_bucket_cors()
-                .bucket(*bucket)
-                .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)
-                .send()
-                .await?;
+                .expose_headers("ETag");
+            put_cors(&s3, bucket, rule).await?;
         }
         ["sha256", bucket, key] => {
             let object = s3.get_object().bucket(*bucket).key(*key).send().await?;
@@ -110,5 +91,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => return Err("usage: s3tool cors|sha256|uploads|keys|presign-put ...".into()),
     }
+    Ok(())
+}
+
+/// A CORS rule for the comma-separated `origins`.
+fn origins(origins: &str) -> aws_sdk_s3::types::builders::CorsRuleBuilder {
+    origins
+        .split(',')
+        .fold(CorsRule::builder(), |rule, origin| {
+            rule.allowed_origins(origin)
+        })
+}
+
+/// Makes `rule` (cached by browsers for two hours) the bucket's only CORS rule.
+async fn put_cors(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    rule: aws_sdk_s3::types::builders::CorsRuleBuilder,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rule = rule.max_age_seconds(7200).build()?;
+    s3.put_bucket_cors()
+        .bucket(bucket)
+        .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)
+        .send()
+        .await?;
     Ok(())
 }

@@ -104,6 +104,19 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
     if (staticDir) rmSync(staticDir, { recursive: true, force: true });
   });
 
+  /** Runs `run(other)` with a second backend (`command`, `env`) that the bucket's CORS rule
+   * also allows, and stops it after. */
+  async function withBackend(env, command, run) {
+    const other = await startBackend(garage, proxy.url, staticDir, env, command);
+    try {
+      await garage.allowOrigin(`${backend.url},${other.url}`);
+      await run(other);
+    } finally {
+      await other.stop();
+      await garage.allowOrigin(backend.url);
+    }
+  }
+
   async function pageWith(file, at = backend.url) {
     const page = await browser.newPage();
     const errors = watchErrors(page);
@@ -353,9 +366,7 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
   });
 
   test("a signer that leaves the checksum out still uploads, with verified: false", async () => {
-    const unsigned = await startBackend(garage, proxy.url, staticDir, { SIGN_CHECKSUMS: "0" });
-    try {
-      await garage.allowOrigin(`${backend.url},${unsigned.url}`);
+    await withBackend({ SIGN_CHECKSUMS: "0" }, NODE_RECIPE, async (unsigned) => {
       const file = randomFile(12 * MIB + 5, "unsigned.bin");
       const { page } = await pageWith(file, unsigned.url);
       const { result, error } = await upload(page, { chunkSize: 5 * MIB });
@@ -363,16 +374,11 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
       assert.equal(result.verified, false, "the store checked no part's SHA-256");
       assert.deepEqual(await garage.object(result.id), { sha256: file.sha256, size: 12 * MIB + 5 });
       await page.close();
-    } finally {
-      await unsigned.stop();
-      await garage.allowOrigin(backend.url);
-    }
+    });
   });
 
   test("the Python (boto3) recipe too", async () => {
-    const python = await startBackend(garage, proxy.url, staticDir, {}, PYTHON_RECIPE);
-    try {
-      await garage.allowOrigin(`${backend.url},${python.url}`);
+    await withBackend({}, PYTHON_RECIPE, async (python) => {
       const file = randomFile(16 * MIB + 1, "python.bin");
       const { page } = await pageWith(file, python.url);
       const from = proxy.state.requests.length;
@@ -384,10 +390,7 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
       assert.deepEqual(puts, [[1, 2], [2, 1], [3, 1]], "the corrupted part was refused and sent again");
       assert.deepEqual(await garage.object(result.id), { sha256: file.sha256, size: 16 * MIB + 1 });
       await page.close();
-    } finally {
-      await python.stop();
-      await garage.allowOrigin(backend.url);
-    }
+    });
   });
 
   test("an empty file becomes an empty object", async () => {
