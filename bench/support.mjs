@@ -66,7 +66,7 @@ export async function startS3Backend(garage, storeUrl, origin, script = "example
 
 export async function startTus() {
   const dataDir = mkdtempSync(join(tmpdir(), "chunkwise-bench-tus-"));
-  const proc = reaped(spawn(process.execPath, [join(ROOT, "bench/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] }));
+  const proc = reaped(spawn(process.execPath, [join(ROOT, "tests/e2e/tus-server.mjs"), dataDir], { stdio: ["ignore", "pipe", "inherit"] }));
   const url = await listening(proc, "the tus server");
   return { url, proc, dataDir };
 }

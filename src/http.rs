@@ -25,7 +25,7 @@ use web_sys::{AbortController, AbortSignal, Headers, RequestInit, Response, Url}
 
 use crate::interop::describe_js_error;
 use crate::json::{self, FromJson};
-use crate::s3::{S3Session, S3_ENDPOINT};
+use crate::s3::{Session, S3_ENDPOINT};
 use crate::source::Body;
 
 #[wasm_bindgen]
@@ -51,6 +51,9 @@ extern "C" {
     ) -> Promise;
     #[wasm_bindgen(js_name = answersWithoutCors)]
     fn answers_without_cors(url: &str, ms: u32) -> Promise;
+    /// `body` without its first `skip` bytes (a Blob or a byte view over the same memory).
+    #[wasm_bindgen(js_name = restOf)]
+    fn rest_of(body: &JsValue, skip: f64) -> JsValue;
 }
 
 /// How long the CORS diagnosis waits for a `no-cors` answer.
@@ -85,8 +88,11 @@ pub struct HttpTransport {
     /// The server is a signer: slices go straight to an object store, each `PUT` signed
     /// by `POST {upload}/sign` just before it is sent.
     direct: Cell<bool>,
-    /// The server is the app's `s3` callbacks, in the page.
-    s3: Option<S3Session>,
+    /// The server is in the page: the app's `s3` callbacks, or tus spoken to a tus server.
+    session: Option<Session>,
+    /// The session speaks tus: a slice is a `PATCH` whose 409 and 423 are retried after
+    /// asking where the upload stands, and whose 460 is a corrupted slice.
+    tus: bool,
     /// Where the completed upload is, when the server said (an `s3` upload's object).
     completed_location: RefCell<Option<String>>,
 }
@@ -114,8 +120,29 @@ impl HttpTransport {
     /// Uploads straight to S3 through the app's `s3` callbacks (checked).
     pub fn s3(calls: &Object) -> Self {
         Self {
-            s3: Some(S3Session::over(calls)),
+            session: Some(Session::s3(calls)),
             ..Self::new(S3_ENDPOINT.into(), Vec::new())
+        }
+    }
+
+    /// Speaks tus 1.0 to the tus server at `endpoint`.
+    pub fn tus(endpoint: String, headers: Vec<(String, String)>, chunk_size_bytes: u64) -> Self {
+        Self {
+            session: Some(Session::tus(&endpoint, &headers, chunk_size_bytes)),
+            tus: true,
+            ..Self::new(endpoint, headers)
+        }
+    }
+
+    /// Whether each slice's SHA-256 is checked by the receiver, so worth computing: always
+    /// for chunkwise-server and S3; for tus, when the server says it checks sha256 (asked
+    /// once, within `ms`).
+    pub async fn checks_slices(&self, ms: f64) -> bool {
+        match &self.session {
+            Some(session) if self.tus => JsFuture::from(session.discover(ms))
+                .await
+                .is_ok_and(|v| v.is_truthy()),
+            _ => true,
         }
     }
 
@@ -132,7 +159,8 @@ impl HttpTransport {
             xhr: has_xhr(),
             protocol: Cell::new(1),
             direct: Cell::new(false),
-            s3: None,
+            session: None,
+            tus: false,
             completed_location: RefCell::default(),
         }
     }
@@ -168,7 +196,9 @@ impl HttpTransport {
                 "{target_origin} answers, but the browser hid its answer from this page \
                  ({page_origin}): its CORS rules most likely do not allow this origin \
                  ({})",
-                if to == To::Store {
+                if self.tus {
+                    format!("the tus server must allow {page_origin}, the Tus-Resumable, Upload-* and Content-Type headers, and expose Location and Upload-Offset")
+                } else if to == To::Store {
                     format!("the bucket needs a CORS rule allowing PUT from {page_origin} with header x-amz-checksum-sha256; see the README")
                 } else {
                     format!("chunkwise-server: --allowed-origin {page_origin}; a bucket: a CORS rule for it")
@@ -181,6 +211,7 @@ impl HttpTransport {
     /// `extra` are the protocol's headers.
     async fn put_xhr(
         &self,
+        method: &str,
         url: &str,
         body: &JsValue,
         extra: &[(&str, &str)],
@@ -213,7 +244,7 @@ impl HttpTransport {
         // Declared after `on_sent`, so dropped (aborting the XHR) before it.
         let mut guard = AbortOnDrop(Some(controller.clone()));
         let mut answer = JsFuture::from(send_xhr(
-            "PUT",
+            method,
             url,
             headers,
             body,
@@ -234,8 +265,9 @@ impl HttpTransport {
         })
         .await;
         guard.disarm();
-        let answer = answer
-            .map_err(|e| network_error(format!("PUT {url} failed: {}", describe_js_error(&e))))?;
+        let answer = answer.map_err(|e| {
+            network_error(format!("{method} {url} failed: {}", describe_js_error(&e)))
+        })?;
         let field = |name: &str| Reflect::get(&answer, &name.into()).unwrap_or_default();
         let status = field("status").as_f64().unwrap_or(0.0) as u16;
         if (200..300).contains(&status) {
@@ -243,7 +275,7 @@ impl HttpTransport {
         }
         let text = field("text").as_string().unwrap_or_default();
         let error = status_error(
-            "PUT",
+            method,
             url,
             status,
             &field("statusText").as_string().unwrap_or_default(),
@@ -253,21 +285,23 @@ impl HttpTransport {
         Err(to.refine(status, &text, error))
     }
 
-    /// PUTs a slice's body to `url`: through XMLHttpRequest where there is one (it reports
-    /// bytes as they leave), else through fetch (service workers).
-    async fn put(
+    /// Sends `body` (`len` bytes) with `method`, through XMLHttpRequest where there is one
+    /// (it reports bytes as they leave), else through fetch (service workers).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_body(
         &self,
         to: To,
+        method: &str,
         url: &str,
-        slice: &SliceData<Body>,
+        body: &JsValue,
+        len: u64,
         extra: &[(&str, &str)],
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        let body = &slice.body.value;
         let result = if self.xhr {
-            self.put_xhr(url, body, extra, to, sent).await
+            self.put_xhr(method, url, body, extra, to, sent).await
         } else {
-            self.send_to(to, "PUT", url, Some(body), extra)
+            self.send_to(to, method, url, Some(body), extra)
                 .await
                 .map(drop)
         };
@@ -277,8 +311,8 @@ impl HttpTransport {
             {
                 // A proxy's body limit (nginx's is 1 MiB by default) meets every slice.
                 error.message = format!(
-                    "the slice of {} bytes was refused as too large by the server or a proxy in front of it ({}): lower chunkSize, or raise the proxy's body limit (nginx: client_max_body_size)",
-                    slice.len, error.message
+                    "the slice of {len} bytes was refused as too large by the server or a proxy in front of it ({}): lower chunkSize, or raise the proxy's body limit (nginx: client_max_body_size)",
+                    error.message
                 );
             }
             error
@@ -301,7 +335,11 @@ impl HttpTransport {
         slice: &SliceData<Body>,
         sent: SentBytes<'_>,
     ) -> Result<(), TransportError> {
-        let Some(sha256) = &slice.sha256 else {
+        let header = slice.sha256.as_ref().map(protocol::content_digest);
+        let base64 = header
+            .as_deref()
+            .map(|h| h.trim_start_matches("sha-256=:").trim_end_matches(':'));
+        if base64.is_none() && !self.tus {
             return Err(TransportError {
                 failure: Failure::Status {
                     status: 400,
@@ -310,9 +348,7 @@ impl HttpTransport {
                 code: Some("digest_required".into()),
                 message: "uploads straight to an object store need each slice's SHA-256, which the store checks: use digest \"sha-256\"".into(),
             });
-        };
-        let header = protocol::content_digest(sha256);
-        let base64 = header.trim_start_matches("sha-256=:").trim_end_matches(':');
+        }
         let url = format!("{location}/sign");
         let response = self
             .post_json(&url, json::sign_body(slice.index, slice.len, base64))
@@ -323,13 +359,53 @@ impl HttpTransport {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        match self
-            .put(To::Store, &signed.url, slice, &headers, sent)
-            .await
-        {
-            Err(error) => Err(self.diagnose(To::Store, &signed.url, error).await),
-            ok => ok,
+        // A tus server may hold part of the slice already (an earlier attempt's bytes):
+        // only the rest is sent, and counted after what it holds.
+        let skip = signed.skip.min(slice.len);
+        sent(skip);
+        if skip == slice.len {
+            return Ok(());
         }
+        let body = match skip {
+            0 => slice.body.value.clone(),
+            _ => rest_of(&slice.body.value, skip as f64),
+        };
+        // A CORS refusal stops a request before any of its body leaves; a request cut
+        // after its bytes moved met a network fault, whatever a probe says afterwards.
+        let moved = Rc::new(Cell::new(false));
+        let counted: SentBytes<'_> = {
+            let moved = moved.clone();
+            Rc::new(move |bytes| {
+                moved.set(moved.get() || bytes > 0);
+                sent(skip + bytes)
+            })
+        };
+        let method = signed.method.as_deref().unwrap_or("PUT");
+        let result = self
+            .send_body(
+                To::Store,
+                method,
+                &signed.url,
+                &body,
+                slice.len - skip,
+                &headers,
+                counted,
+            )
+            .await;
+        let Err(mut error) = result else {
+            return Ok(());
+        };
+        if let (true, Failure::Status { status, .. }) = (self.tus, error.failure) {
+            match status {
+                409 | 423 => error.failure = Failure::Resync { status },
+                460 => error.failure = Failure::Corrupted { status },
+                _ => {}
+            }
+        }
+        if moved.get() {
+            return Err(error);
+        }
+        Err(self.diagnose(To::Store, &signed.url, error).await)
     }
 
     /// Whether the server speaks v2: everything at the upload's own URL.
@@ -382,9 +458,9 @@ impl HttpTransport {
             init.set_body(body);
         }
         let mut guard = AbortOnDrop(Some(controller));
-        let answer = JsFuture::from(match &self.s3 {
-            Some(session) => session.fetch(url, &init),
-            None => global_fetch(url, &init),
+        let answer = JsFuture::from(match (&self.session, to) {
+            (Some(session), To::Server) => session.fetch(url, &init),
+            _ => global_fetch(url, &init),
         })
         .await;
         let response: Response = answer
@@ -515,18 +591,27 @@ fn status_error(
 ) -> TransportError {
     let (code, message) = match json::parse::<ErrorBody>(text) {
         Ok(body) => (Some(body.error.code), body.error.message),
-        // Not chunkwise's answer: most likely a proxy's own page. Say what it usually means
-        // (HTTP/2 has no reason phrase to say it).
+        // Not chunkwise's answer: a tus server's words, or a proxy's own page. Say what it
+        // usually means (HTTP/2 has no reason phrase to say it), and what the server said
+        // when it is text rather than a page.
         Err(_) => (
             None,
             format!(
-                "{method} {url} answered {status} {status_text}{}",
+                "{method} {url} answered {status} {status_text}{}{}",
                 match status {
+                    // A tus PATCH: the upload is gone (expired or deleted).
+                    404 | 410 if method == "PATCH" => "",
                     404 | 405 => ": no chunkwise API at this URL; if a proxy mounts it under a path, check that `endpoint` names that path and the proxy passes every path under it",
                     413 => ": refused as too large by the server or a proxy in front of it",
                     502 => ": a proxy could not reach the server (down, restarting, or the proxy points at the wrong address)",
                     504 => ": a proxy gave up waiting for the server; raise the proxy's timeouts (nginx: proxy_read_timeout, proxy_send_timeout)",
                     _ => "",
+                },
+                match text.trim() {
+                    said if said.is_empty() || said.len() > 300 || said.starts_with('<') => {
+                        String::new()
+                    }
+                    said => format!(" ({said})"),
                 }
             ),
         ),
@@ -640,7 +725,9 @@ impl Transport for HttpTransport {
         if self.v2() {
             extra.push((protocol::SLICE_INDEX, &index));
         }
-        self.put(To::ServerSlice, &url, slice, &extra, sent).await
+        let body = &slice.body.value;
+        self.send_body(To::ServerSlice, "PUT", &url, body, slice.len, &extra, sent)
+            .await
     }
 
     async fn complete(
@@ -651,7 +738,7 @@ impl Transport for HttpTransport {
         let url = self.upload_url(location, "complete");
         let response = self.post_json(&url, json::complete_body(request)).await?;
         let value = Self::json_value(&response).await?;
-        if self.s3.is_some() {
+        if self.session.is_some() {
             *self.completed_location.borrow_mut() =
                 json::optional_string(&value, "location").unwrap_or_default();
         }

@@ -32,6 +32,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "resume",
     "resumeFrom",
     "s3",
+    "protocol",
 ];
 
 /// What the user gave, before any upload starts.
@@ -56,6 +57,8 @@ pub struct Parsed {
     pub resume_from: Option<String>,
     /// The app's own S3 backend (the `s3` option's callbacks), instead of an endpoint.
     pub s3: Option<Object>,
+    /// The endpoint is a tus server (`protocol: "tus"`).
+    pub tus: bool,
 }
 
 /// The source, checked.
@@ -239,6 +242,29 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     }
 
     let s3 = s3_callbacks(options)?;
+    let tus = match get(options, "protocol") {
+        v if v.is_undefined() => false,
+        v => match v.as_string().as_deref() {
+            Some("chunkwise") => false,
+            Some("tus") => true,
+            Some(other) => {
+                return Err(range_error(format!(
+                    "protocol must be \"chunkwise\" or \"tus\"; got {other:?}"
+                )))
+            }
+            None => {
+                return Err(type_error(format!(
+                    "protocol must be the string \"chunkwise\" or \"tus\"; got {}",
+                    type_name(&v)
+                )))
+            }
+        },
+    };
+    if tus && s3.is_some() {
+        return Err(type_error(
+            "protocol \"tus\" cannot be used with s3: the s3 callbacks upload to S3".into(),
+        ));
+    }
     let endpoint = match &s3 {
         Some(_) => {
             for name in ["endpoint", "headers"] {
@@ -318,10 +344,22 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     }
     .validate()
     .map_err(|e| range_error(e.to_string()))?;
+    // The protocol forbids parallel appends to one upload: one PATCH at a time, in order.
+    // maxInFlight still bounds a queue's files in flight together.
+    let options_valid = if tus {
+        options_valid.in_order()
+    } else {
+        options_valid
+    };
 
     // Inserted one by one: collect() would sort, and compile a sort into the wasm.
     let mut metadata = BTreeMap::new();
     for (key, value) in string_map(options, "metadata")? {
+        if tus && !crate::tus::is_metadata_key(&key) {
+            return Err(type_error(format!(
+                "metadata key {key:?} cannot be sent in tus's Upload-Metadata: a key must be non-empty ASCII without spaces or commas"
+            )));
+        }
         metadata.insert(key, value);
     }
     let headers = string_map(options, "headers")?;
@@ -389,6 +427,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         on_slice: function(options, "onSlice")?,
         signal,
         s3,
+        tus,
     })
 }
 

@@ -43,6 +43,10 @@ pub struct Signed {
     pub url: String,
     /// The headers the signature covers.
     pub headers: Vec<(String, String)>,
+    /// The method, when not `PUT` (tus: `PATCH`).
+    pub method: Option<String>,
+    /// Bytes at the slice's start the receiver already holds, not to be sent (tus).
+    pub skip: u64,
 }
 
 impl FromJson for Signed {
@@ -54,16 +58,22 @@ impl FromJson for Signed {
         Ok(Signed {
             url: string(value, "url")?,
             headers,
+            method: field(value, "method").as_string(),
+            skip: field(value, "skip").as_f64().unwrap_or(0.0) as u64,
         })
     }
 }
 
 /// The `sign` request body of a direct upload.
-pub fn sign_body(slice: u64, size: u64, sha256_base64: &str) -> JsValue {
+pub fn sign_body(slice: u64, size: u64, sha256_base64: Option<&str>) -> JsValue {
     let body = Object::new();
     set(&body, "slice", JsValue::from_f64(slice as f64));
     set(&body, "size", JsValue::from_f64(size as f64));
-    set(&body, "sha256", JsValue::from_str(sha256_base64));
+    set(
+        &body,
+        "sha256",
+        sha256_base64.map_or(JsValue::NULL, JsValue::from_str),
+    );
     body.into()
 }
 

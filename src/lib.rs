@@ -14,11 +14,13 @@ pub mod resume;
 pub mod runtime;
 pub mod s3;
 pub mod source;
+pub mod tus;
 
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
 use std::rc::Rc;
 
+use chunkwise_core::config::DigestAlgorithm;
 use chunkwise_core::engine::{
     Control, Engine, ErrorCode, Events, SliceState, Start, Transport as _, UploadError,
 };
@@ -85,7 +87,11 @@ export interface UploadOptions {
   resumeFrom?: string;
   /** Straight to an S3 bucket through the app's own backend, which signs (no
    * chunkwise-server): slice i is part i + 1. Not with `endpoint` or `headers`. */
-  s3?: S3Callbacks;
+  s3?: S3Callbacks;  /** What `endpoint` speaks: "chunkwise" (default, chunkwise-server) or "tus" (tus 1.0:
+   * tusd, @tus/server, hosted tus services). With "tus", one PATCH at a time per upload (the
+   * protocol forbids parallel appends), `metadata` goes as Upload-Metadata, and slices are
+   * hashed only when the server announces the sha256 checksum extension. */
+  protocol?: "chunkwise" | "tus";
 }
 
 /** What identifies a multipart upload to the app's backend. */
@@ -265,7 +271,18 @@ impl Upload {
                 let location = js_sys::Reflect::get(&value, &"location".into())?
                     .as_string()
                     .unwrap_or_default();
-                let transport = HttpTransport::new(location.clone(), Vec::new());
+                let endpoint = js_sys::Reflect::get(&value, &"endpoint".into())?
+                    .as_string()
+                    .unwrap_or_default();
+                let tus = js_sys::Reflect::get(&value, &"protocol".into())?.as_string()
+                    == Some("tus".into());
+                let transport = if tus {
+                    // Without the app's headers: a server that wants them answers an
+                    // error here, and bytesReceived is null.
+                    HttpTransport::tus(endpoint, Vec::new(), 1)
+                } else {
+                    HttpTransport::new(location.clone(), Vec::new())
+                };
                 let status = if is_s3_location(&location) {
                     // Only the app's own callbacks can ask its store.
                     Err(None)
@@ -479,7 +496,9 @@ impl Inner {
             SourceValue::Stream(_) => None,
         };
         let resume_key = match (&blob, parsed.resume) {
-            (Some(blob), true) => ResumeKey::new(blob, &parsed.endpoint).await.ok(),
+            (Some(blob), true) => ResumeKey::new(blob, &parsed.endpoint, parsed.tus)
+                .await
+                .ok(),
             _ => None,
         };
         let remembered = match (&parsed.resume_from, &resume_key) {
@@ -490,9 +509,13 @@ impl Inner {
             (Some(location), _) | (None, Some(location)) => Start::Resume(location.clone()),
             (None, None) => Start::New(Some(parsed.metadata.clone())),
         };
+        let (endpoint, headers) = (parsed.endpoint.clone(), parsed.headers.clone());
         let transport = match &parsed.s3 {
             Some(calls) => HttpTransport::s3(calls),
-            None => HttpTransport::new(parsed.endpoint.clone(), parsed.headers.clone()),
+            None if parsed.tus => {
+                HttpTransport::tus(endpoint, headers, parsed.options.get().chunk_size_bytes)
+            }
+            None => HttpTransport::new(endpoint, headers),
         };
 
         let mut outcome = self
@@ -553,7 +576,19 @@ impl Inner {
     ) -> Result<chunkwise_core::engine::Outcome, UploadError> {
         let parsed = &self.parsed;
         let options = parsed.options.get();
-        let digest = options.digest == chunkwise_core::config::DigestAlgorithm::Sha256;
+        let wanted = options.digest == DigestAlgorithm::Sha256;
+        // Slices are hashed only for a receiver that checks them (a tus server may not).
+        let digest = wanted
+            && transport
+                .checks_slices(options.stall_timeout_ms as f64)
+                .await;
+        let unhashed;
+        let engine_options = if digest == wanted {
+            &parsed.options
+        } else {
+            unhashed = parsed.options.without_digest();
+            &unhashed
+        };
         let source = match source {
             SourceValue::Blob(blob) => Source::Blob(BlobSource::new(
                 blob.clone(),
@@ -582,7 +617,7 @@ impl Inner {
         };
         let runtime = BrowserRuntime;
         let engine = Engine {
-            options: &parsed.options,
+            options: engine_options,
             source,
             transport,
             runtime: &runtime,

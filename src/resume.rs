@@ -35,6 +35,8 @@ pub struct ResumeKey {
     pub fingerprint: String,
     /// The endpoint.
     pub endpoint: String,
+    /// The endpoint is a tus server.
+    pub tus: bool,
 }
 
 fn string_prop(value: &JsValue, name: &str) -> Option<String> {
@@ -62,12 +64,13 @@ pub async fn fingerprint(blob: &Blob) -> Result<String, JsValue> {
 
 impl ResumeKey {
     /// The key for `blob` uploaded to `endpoint`.
-    pub async fn new(blob: &Blob, endpoint: &str) -> Result<Self, JsValue> {
+    pub async fn new(blob: &Blob, endpoint: &str, tus: bool) -> Result<Self, JsValue> {
         let fingerprint = fingerprint(blob).await?;
         Ok(Self {
             key: format!("{endpoint}\n{fingerprint}"),
             fingerprint,
             endpoint: endpoint.to_string(),
+            tus,
         })
     }
 
@@ -90,6 +93,9 @@ impl ResumeKey {
         set("size", blob.size().into());
         set("chunkSize", (chunk_size_bytes as f64).into());
         set("createdAt", js_sys::Date::now().into());
+        if self.tus {
+            set("protocol", "tus".into());
+        }
         let promise = resume_put(&self.key, &value);
         wasm_bindgen_futures::spawn_local(async move {
             let _ = JsFuture::from(promise).await;

@@ -1,6 +1,6 @@
 //! Straight to S3 through the app's own backend: the `s3` option's five callbacks do the
-//! store calls (the backend holds the credentials and signs). `S3Session` (in
-//! `src/js/browser.js`) answers the requests [`crate::http::HttpTransport`] makes in direct
+//! store calls (the backend holds the credentials and signs). `S3Session` (a
+//! [`Session`] in `src/js/browser.js`) answers the requests [`crate::http::HttpTransport`] makes in direct
 //! mode by calling them, so everything else (the engine, each part's `PUT`, the store's
 //! XML errors, retries, resume) is the direct mode chunkwise-server uploads use.
 
@@ -10,20 +10,22 @@ use web_sys::RequestInit;
 
 #[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
-    /// The app's callbacks as a chunkwise server in the page.
+    /// A server in the page (`S3Session` or `TusSession` in `src/js/browser.js`): it
+    /// answers the transport's requests to chunkwise-server (create, status, sign,
+    /// complete, delete) in the protocol's shapes, by talking to what is really there.
     #[derive(Debug)]
-    pub type S3Session;
-    #[wasm_bindgen(constructor)]
-    fn new(calls: &Object) -> S3Session;
+    pub type Session;
     /// Answers a request of the transport (its `Response`, as `fetch` would).
     #[wasm_bindgen(method)]
-    pub fn fetch(this: &S3Session, url: &str, init: &RequestInit) -> Promise;
+    pub fn fetch(this: &Session, url: &str, init: &RequestInit) -> Promise;
+    #[wasm_bindgen(js_name = s3Session)]
+    fn s3_session(calls: &Object) -> Session;
 }
 
-impl S3Session {
-    /// A session over `calls`, checked by [`parse_callbacks`].
-    pub fn over(calls: &Object) -> Self {
-        Self::new(calls)
+impl Session {
+    /// A session over the `s3` option's `calls`, checked by [`parse_callbacks`].
+    pub fn s3(calls: &Object) -> Self {
+        s3_session(calls)
     }
 }
 

@@ -92,6 +92,20 @@ impl Valid {
     pub fn get(&self) -> &Options {
         &self.0
     }
+
+    /// The same options, one slice request at a time: for a protocol that appends to an
+    /// upload in order (tus).
+    pub fn in_order(mut self) -> Valid {
+        self.0.max_in_flight = 1;
+        self
+    }
+
+    /// The same options without slice digests: for a receiver that checks none.
+    pub fn without_digest(&self) -> Valid {
+        let mut options = self.0.clone();
+        options.digest = DigestAlgorithm::None;
+        Valid(options)
+    }
 }
 
 impl Options {

@@ -245,6 +245,7 @@ impl UploadError {
             Failure::Network | Failure::Blocked => (ErrorCode::Network, None),
             Failure::Stalled => (ErrorCode::Stalled, None),
             Failure::Corrupted { status } => (ErrorCode::DigestMismatch, Some(status)),
+            Failure::Resync { status } => (ErrorCode::HttpStatus, Some(status)),
             Failure::Status { status, .. } if error.code.as_deref() == Some("digest_mismatch") => {
                 (ErrorCode::DigestMismatch, Some(status))
             }

@@ -22,6 +22,14 @@ pub enum Failure {
         /// The HTTP status of the refusal.
         status: u16,
     },
+    /// The receiver's view of the upload is not ours: a tus server's `409` (the offset
+    /// sent is not the one it holds) or `423` (the upload is locked, by the request before
+    /// this one that it has not yet let go of). Trying again after asking where the upload
+    /// stands may succeed.
+    Resync {
+        /// The HTTP status of the refusal.
+        status: u16,
+    },
     /// The server answered with this status.
     Status {
         /// The HTTP status.
@@ -35,7 +43,10 @@ impl Failure {
     /// Whether this kind of failure may succeed when tried again.
     pub fn is_retryable(&self) -> bool {
         match *self {
-            Failure::Network | Failure::Stalled | Failure::Corrupted { .. } => true,
+            Failure::Network
+            | Failure::Stalled
+            | Failure::Corrupted { .. }
+            | Failure::Resync { .. } => true,
             Failure::Blocked => false,
             Failure::Status { status, .. } => {
                 status == 408 || status == 429 || (500..600).contains(&status)
@@ -171,6 +182,8 @@ mod tests {
         for f in [
             Failure::Network,
             Failure::Stalled,
+            Failure::Resync { status: 409 },
+            Failure::Resync { status: 423 },
             status(408),
             status(429),
             status(500),

@@ -336,19 +336,27 @@ export function sendXhr(method, url, headers, body, onSent, signal) {
       othersMoved();
     };
     xhr.open(method, url);
-    for (let i = 0; i < headers.length; i += 2) xhr.setRequestHeader(headers[i], headers[i + 1]);
+    let offsetHeader;
+    for (let i = 0; i < headers.length; i += 2) {
+      xhr.setRequestHeader(headers[i], headers[i + 1]);
+      if (headers[i].toLowerCase() === "upload-offset") offsetHeader = headers[i + 1];
+    }
     xhr.upload.onprogress = (event) => alive(event.loaded);
     xhr.upload.onload = () => alive(body.size ?? body.byteLength ?? sent);
     xhr.onreadystatechange = () => {
       if (xhr.readyState >= XMLHttpRequest.HEADERS_RECEIVED && sent > 0) alive(sent);
     };
-    xhr.onload = () =>
-      finish(resolve, {
-        status: xhr.status,
-        statusText: xhr.statusText,
-        retryAfter: exposedHeader(xhr, "retry-after"),
-        text: xhr.responseText,
-      });
+    xhr.onload = () => {
+      let { status, statusText, responseText: text } = xhr;
+      // A tus PATCH's answer says where the upload now ends. A server that took less
+      // than was sent is answered as its 409 would be: ask where it stands and go on.
+      const [from, to] = [offsetHeader, exposedHeader(xhr, "upload-offset")];
+      const end = from === undefined ? null : String(Number(from) + (body.size ?? body.byteLength));
+      if (status < 300 && to !== null && end !== null && to !== end) {
+        [status, text] = [409, `the server holds ${to} bytes after this PATCH, not ${end}`];
+      }
+      finish(resolve, { status, statusText, retryAfter: exposedHeader(xhr, "retry-after"), text });
+    };
     xhr.onerror = () => finish(reject, new TypeError(`${method} ${url} failed: no answer (network error or CORS)`));
     xhr.ontimeout = xhr.onerror;
     if (signal.aborted) return abort();
@@ -387,24 +395,30 @@ export async function answersWithoutCors(url, ms) {
 // upload id and key, so a resume record holds everything resuming needs.
 const CHECKSUM = "x-amz-checksum-sha256";
 
-class S3Failure extends Error {
-  constructor(message, code = "s3_callback", status = 400) {
+/** A session's refusal, answered to the transport as chunkwise-server's error body. */
+class Refusal extends Error {
+  constructor(message, code = "s3_callback", status = 400, headers = undefined) {
     super(message);
-    Object.assign(this, { code, status });
+    Object.assign(this, { code, status, headers });
   }
 }
+
+const refused = (error) => {
+  if (!(error instanceof Refusal)) throw error;
+  return answer({ error: { code: error.code, message: error.message } }, error.status, error.headers);
+};
 
 const isCount = (value) => Number.isSafeInteger(value) && value >= 0;
 
 /** Throws, naming the callback and what is wrong, unless `ok`. */
 function expect(ok, name, problem) {
-  if (!ok) throw new S3Failure(`s3.${name} answered in the wrong shape: ${problem}`);
+  if (!ok) throw new Refusal(`s3.${name} answered in the wrong shape: ${problem}`);
 }
 
 const answer = (value, status = 200, headers) =>
   new Response(value && JSON.stringify(value), { status, headers });
 
-export class S3Session {
+class S3Session {
   constructor(calls) {
     this.calls = calls;
     /** Part number → { sha256, checked } as last signed here. */
@@ -422,7 +436,7 @@ export class S3Session {
       const fields = url.slice(3).split("/").map(decodeURIComponent);
       const [chunkSize, size, uploadId, key, sign] = fields;
       if (!(fields.length > 3 && chunkSize > 0)) {
-        throw new S3Failure(`${url} is not an upload made with the s3 option`, "not_found", 404);
+        throw new Refusal(`${url} is not an upload made with the s3 option`, "not_found", 404);
       }
       const upload = { chunkSize: +chunkSize, size: size === "" ? null : +size, uploadId, key };
       // DELETE: the cancel fired the upload's signal; this request has a signal of its own.
@@ -430,8 +444,7 @@ export class S3Session {
       if (method === "GET") return answer(await this.status(upload, signal));
       return answer(await (sign ? this.sign(upload, body, signal) : this.complete(upload, body, signal)));
     } catch (error) {
-      if (!(error instanceof S3Failure)) throw error;
-      return answer({ error: { code: error.code, message: error.message } }, error.status);
+      return refused(error);
     }
   }
 
@@ -439,7 +452,7 @@ export class S3Session {
     try {
       return await this.calls[name]({ ...(key && { uploadId, key }), ...args, signal });
     } catch (error) {
-      throw new S3Failure(`s3.${name} failed: ${error?.message ?? error}`);
+      throw new Refusal(`s3.${name} failed: ${error?.message ?? error}`);
     }
   }
 
@@ -507,7 +520,7 @@ export class S3Session {
     let digests = new Uint8Array(32 * count);
     for (let n = 1; n <= count; n++) {
       const part = held.get(n);
-      if (!part) throw new S3Failure(`part ${n} of ${count} is not in the store`, "s3_callback", 409);
+      if (!part) throw new Refusal(`part ${n} of ${count} is not in the store`, "s3_callback", 409);
       const signed = this.signed.get(n);
       // The store checked a part's SHA-256 when it reports one, or when it was signed here.
       const checked = part.sha256 ?? (signed?.checked ? signed.sha256 : "");
@@ -523,7 +536,7 @@ export class S3Session {
     if (digests && subtle) {
       stored = [...new Uint8Array(await subtle.digest("SHA-256", digests))].map((b) => b.toString(16).padStart(2, "0")).join("");
       if (slicesSha256 && stored !== slicesSha256) {
-        throw new S3Failure(`the store's parts have digest ${stored} but the file read now has ${slicesSha256}: it changed since the upload began; not completed`, "digest_mismatch", 409);
+        throw new Refusal(`the store's parts have digest ${stored} but the file read now has ${slicesSha256}: it changed since the upload began; not completed`, "digest_mismatch", 409);
       }
     }
     const name = "completeMultipartUpload";
@@ -532,3 +545,157 @@ export class S3Session {
     return { id: upload.key, size, sha256: null, slicesSha256: stored, location: done?.location ?? upload.key };
   }
 }
+
+export const s3Session = (calls) => new S3Session(calls);
+
+// ---- tus 1.0 ------------------------------------------------------------------------
+// tus (https://tus.io/protocols/resumable-upload) as a chunkwise server in the page, as
+// S3Session does for S3: `TusSession.fetch` answers the transport's create, status, sign,
+// complete and delete with tus's POST, HEAD, PATCH and DELETE, and each slice is a PATCH
+// that the transport sends as it sends a part (XHR, byte progress, stall and retries). The
+// engine sends one slice at a time, in order. After a failed PATCH the next attempt asks
+// with HEAD where the upload stands, and sends only what the server lacks.
+const TUS_TYPE = "application/offset+octet-stream";
+
+/** base64 of `text`'s UTF-8 bytes, as Upload-Metadata wants its values. */
+function base64(text) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+/** `body` without its first `skip` bytes: a Blob slice, or a view over the same memory. */
+export const restOf = (body, skip) =>
+  body instanceof Blob
+    ? body.slice(skip)
+    : ArrayBuffer.isView(body)
+      ? new Uint8Array(body.buffer, body.byteOffset + skip, body.byteLength - skip)
+      : new Uint8Array(body, skip);
+
+class TusSession {
+  constructor(endpoint, pairs, chunkSize) {
+    this.endpoint = endpoint;
+    this.headers = { "Tus-Resumable": "1.0.0" };
+    for (let i = 0; i < pairs.length; i += 2) this.headers[pairs[i]] = pairs[i + 1];
+    this.chunkSize = chunkSize;
+    Object.assign(this, { offset: 0, last: -1, checked: true, deferred: false });
+  }
+
+  /** Whether the server checks sha256 (OPTIONS: Tus-Extension, Tus-Checksum-Algorithm). */
+  discover(ms) {
+    this.checksum ??= globalThis.fetch(this.endpoint, { method: "OPTIONS", signal: AbortSignal.timeout(ms) }).then(
+      (response) => {
+        const list = (name) => (response.headers.get(name) ?? "").toLowerCase().split(",").map((v) => v.trim());
+        return response.ok && list("tus-extension").includes("checksum") && list("tus-checksum-algorithm").includes("sha256");
+      },
+      () => false,
+    );
+    return this.checksum;
+  }
+
+  async fetch(url, { method, body, signal }) {
+    body = JSON.parse(body || "{}");
+    try {
+      if (method === "POST" && url === this.endpoint) return await this.create(body, signal);
+      if (method === "GET") return answer(await this.status(url, signal));
+      if (method === "DELETE") {
+        await this.request(url, "DELETE", {}, signal, [404, 410]);
+        return answer(null, 204);
+      }
+      if (url.endsWith("/sign")) return answer(await this.sign(url.slice(0, -5), body, signal));
+      return answer(await this.complete(url, body, signal));
+    } catch (error) {
+      return refused(error);
+    }
+  }
+
+  /** A tus request; an answer that is not 2xx (or in `fine`) is refused in the server's words. */
+  async request(url, method, headers, signal, fine = []) {
+    const response = await globalThis.fetch(url, { method, headers: { ...this.headers, ...headers }, signal, cache: "no-store" });
+    if (response.ok || fine.includes(response.status)) return response;
+    const said = (await response.text().catch(() => "")).trim().slice(0, 300);
+    const retryAfter = response.headers.get("retry-after");
+    throw new Refusal(`${method} ${url} answered ${response.status}${said && `: ${said}`}`, "tus", response.status, retryAfter ? { "retry-after": retryAfter } : undefined);
+  }
+
+  /** Where the upload at `url` stands (HEAD): its offset, its length (null if deferred). */
+  async head(url, signal) {
+    const response = await this.request(url, "HEAD", {}, signal, [404, 410]);
+    if (!response.ok) throw new Refusal(`the tus server no longer has ${url} (HEAD answered ${response.status})`, "not_found", 404);
+    const number = (name) => {
+      const value = response.headers.get(name)?.trim() ?? "";
+      return /^\d+$/.test(value) ? Number(value) : null;
+    };
+    const offset = number("upload-offset");
+    if (offset === null) {
+      throw new Refusal(`HEAD ${url} gave no Upload-Offset that the page can read: the tus server must send it and expose it (Access-Control-Expose-Headers)`, "protocol", 502);
+    }
+    this.deferred ||= response.headers.get("upload-defer-length") === "1";
+    return { offset, length: number("upload-length") };
+  }
+
+  async create({ size = null, chunkSize, metadata = {} }, signal) {
+    const headers = size === null ? { "Upload-Defer-Length": "1" } : { "Upload-Length": String(size) };
+    const pairs = Object.entries(metadata).map(([key, value]) => (value ? `${key} ${base64(value)}` : key));
+    if (pairs.length > 0) headers["Upload-Metadata"] = pairs.join(",");
+    const response = await this.request(this.endpoint, "POST", headers, signal);
+    const header = response.headers.get("location");
+    if (!header) {
+      throw new Refusal(`POST ${this.endpoint} gave no Location that the page can read: the tus server must send it and expose it (Access-Control-Expose-Headers)`, "protocol", 502);
+    }
+    const location = new URL(header, this.endpoint).href;
+    Object.assign(this, { offset: 0, last: -1, checked: true, deferred: size === null, completing: false });
+    return answer({ id: location, chunkSize, size, protocol: 2, transfer: "direct" }, 201, { location });
+  }
+
+  async status(url, signal) {
+    const { offset, length } = await this.head(url, signal);
+    const { chunkSize } = this;
+    const whole = Math.floor(offset / chunkSize);
+    // The PATCHes of an earlier page may have gone without checksums (a slice's rest).
+    Object.assign(this, { offset, last: -1, checked: offset === 0 });
+    const received = whole > 0 ? [[0, whole]] : [];
+    const complete = length !== null && offset === length;
+    return { id: url, chunkSize, size: length, received, bytesReceived: offset, complete, protocol: 2, transfer: "direct" };
+  }
+
+  async sign(url, { slice, size, sha256 }, signal) {
+    const start = slice * this.chunkSize;
+    if (slice === this.last) {
+      // A retry: the attempt before may have left any part of its bytes on the server.
+      this.offset = (await this.head(url, signal)).offset;
+    } else if (this.last >= 0) {
+      this.offset = start; // the slice before went through
+    }
+    this.last = slice;
+    const { offset } = this;
+    if (offset < start) {
+      throw new Refusal(`the tus server holds ${offset} bytes of ${url}, fewer than the ${start} it had acknowledged: it lost bytes that cannot be read again here`, "protocol", 409);
+    }
+    const skip = Math.min(offset - start, size);
+    const headers = { ...this.headers, "Upload-Offset": String(offset), "Content-Type": TUS_TYPE };
+    if (sha256 && (await this.checksum)) {
+      if (skip === 0) headers["Upload-Checksum"] = `sha256 ${sha256}`;
+      else this.checked = false; // only the slice's rest goes, whose digest is not known here
+    }
+    return { url, method: "PATCH", headers, skip, end: start + size };
+  }
+
+  async complete(url, { size, slicesSha256 }, signal) {
+    // Every slice's PATCH was answered with the offset it should have ended at (checked in
+    // sendXhr), so the server holds `size` bytes; only a deferred length is left to give.
+    if (this.deferred) {
+      // A retry: the PATCH before may have given the length already.
+      const { length } = this.completing ? await this.head(url, signal) : { length: null };
+      this.completing = true;
+      if (length === null) {
+        const end = String(size);
+        await this.request(url, "PATCH", { "Upload-Offset": end, "Upload-Length": end, "Content-Type": TUS_TYPE }, signal);
+      }
+    }
+    const checked = this.checked && (await this.checksum) === true;
+    return { id: url, size, sha256: null, slicesSha256: checked ? slicesSha256 : null, location: url };
+  }
+}
+
+export const tusSession = (endpoint, pairs, chunkSize) => new TusSession(endpoint, pairs, chunkSize);

@@ -21,11 +21,13 @@ export async function startProxy(targetPort) {
     /** When set, each connection forwards at most this many bytes per second towards the
      * server, independently of the others (so parallel requests stay in flight together). */
     connectionBytesPerSecond: 0,
-    /** PUT requests sent and not yet answered now, and the most at once (CORS preflights
-     * and other requests are not counted). */
+    /** Requests with a slice's body (PUT, and tus's PATCH) sent and not yet answered now,
+     * and the most at once (CORS preflights and other requests are not counted). */
     putsInFlight: 0, maxPutsInFlight: 0,
-    /** Every request forwarded towards the server, as `{ method, path, slice }` (`slice`:
-     * the Chunkwise-Slice header, or the v1 path's index), in order. */
+    /** Every request forwarded towards the server, as `{ method, path, slice, offset,
+     * length, preflight }` (`slice`: the Chunkwise-Slice header, or the v1 path's index;
+     * `offset`: tus's Upload-Offset; `length`: its Content-Length; `preflight`: a CORS
+     * preflight), in order. */
     requests: [],
   };
   const silent = new Set();
@@ -46,7 +48,7 @@ export async function startProxy(targetPort) {
     const answered = () => { if (waiting) { waiting = false; state.putsInFlight--; } };
     const reader = requestReader((request) => {
       state.requests.push(request);
-      if (request.method === "PUT" && !waiting) {
+      if ((request.method === "PUT" || request.method === "PATCH") && !waiting) {
         waiting = true;
         state.maxPutsInFlight = Math.max(state.maxPutsInFlight, ++state.putsInFlight);
       }
@@ -172,7 +174,12 @@ function requestReader(onRequest) {
       const header = (name) => lines.find((l) => l.toLowerCase().startsWith(name + ":"))?.slice(name.length + 1).trim();
       bodyLeft = Number(header("content-length") ?? 0);
       const named = header("chunkwise-slice") ?? path.match(/\/slices\/(\d+)/)?.[1];
-      onRequest({ method, path, slice: named === undefined ? undefined : Number(named) });
+      const offset = header("upload-offset");
+      onRequest({
+        method, path, slice: named === undefined ? undefined : Number(named),
+        offset: offset === undefined ? undefined : Number(offset), length: bodyLeft,
+        preflight: header("access-control-request-method") !== undefined,
+      });
     }
   };
 }

@@ -13,11 +13,11 @@ export const ARTIFACTS = join(ROOT, "target/e2e");
 mkdirSync(ARTIFACTS, { recursive: true });
 
 /** Starts target/release/chunkwise-server on a free loopback port (or `listen`) with a
- * fresh data dir (or `dataDir`). */
-export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {}, logs = null } = {}) {
+ * fresh data dir (or `dataDir`), serving the demo (or the pages in `www`). */
+export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {}, logs = null, www = join(ROOT, "www") } = {}) {
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", listen, "--data-dir", dataDir,
-    "--www", join(ROOT, "www"), "--pkg", join(ROOT, "pkg"), ...extraArgs,
+    "--www", www, "--pkg", join(ROOT, "pkg"), ...extraArgs,
   ], { stdio: ["ignore", "pipe", logs ? "pipe" : "inherit"], env: { ...process.env, RUST_LOG: "warn", ...env } });
   // `logs`: an array that collects the server's log lines (stderr).
   if (logs) createInterface({ input: proc.stderr }).on("line", (line) => logs.push(line));
@@ -83,7 +83,7 @@ export function randomFile(size, name = "random.bin") {
     left -= part.length;
   }
   closeSync(fd);
-  return { path, sha256: hash.digest("hex") };
+  return { path, size, sha256: hash.digest("hex") };
 }
 
 /** SHA-256 of a file on disk, streamed. */
