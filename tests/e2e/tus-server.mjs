@@ -3,8 +3,12 @@
 //   node tests/e2e/tus-server.mjs DIR   -> prints "tus listening on http://127.0.0.1:PORT/files"
 // Environment:
 //   TUS_MAX_SIZE=N   its maxSize (a larger upload gets its 413)
+//   TUS_CHECKSUM=1   adds tus's checksum extension (sha256), which @tus/server lacks: OPTIONS
+//                    announces it, and a PATCH with Upload-Checksum is read whole and
+//                    checked first; a mismatch is answered 460 and nothing is written.
 // An upload whose metadata has `refuse` is refused by onUploadCreate with a 403 and the
 // value as its words, as an app's own rule would.
+import { createHash } from "node:crypto";
 import http from "node:http";
 import { Server } from "@tus/server";
 import { FileStore } from "@tus/file-store";
@@ -20,7 +24,51 @@ const tus = new Server({
     return {};
   },
 });
-const server = http.createServer((req, res) => tus.handle(req, res));
+
+const stats = { checked: 0, mismatches: 0 };
+
+/** The checksum extension in front of @tus/server (requests whole, as web Requests). */
+async function withChecksum(req, res) {
+  const parts = [];
+  for await (const part of req) parts.push(part);
+  const body = Buffer.concat(parts);
+  const cors = { "Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Upload-Offset, Location, Tus-Extension, Tus-Checksum-Algorithm" };
+  const claimed = req.headers["upload-checksum"];
+  if (req.method === "PATCH" && claimed) {
+    const [algorithm, digest] = claimed.split(" ");
+    if (algorithm !== "sha256") {
+      res.writeHead(400, cors).end("Unsupported checksum algorithm\n");
+      return;
+    }
+    stats.checked++;
+    if (createHash("sha256").update(body).digest("base64") !== digest) {
+      stats.mismatches++;
+      res.writeHead(460, cors).end("Checksum Mismatch\n");
+      return;
+    }
+  }
+  const request = new Request(`http://${req.headers.host}${req.url}`, {
+    method: req.method, headers: req.headers, body: ["GET", "HEAD"].includes(req.method) ? undefined : body, duplex: "half",
+  });
+  const response = await tus.handleWeb(request);
+  const headers = Object.fromEntries(response.headers);
+  if (req.method === "OPTIONS") {
+    headers["tus-extension"] = `${headers["tus-extension"] ?? "creation"},checksum`;
+    headers["tus-checksum-algorithm"] = "sha256";
+    headers["access-control-allow-headers"] = `${headers["access-control-allow-headers"] ?? ""}, Upload-Checksum`;
+    headers["access-control-expose-headers"] = `${headers["access-control-expose-headers"] ?? ""}, Tus-Checksum-Algorithm`;
+  }
+  res.writeHead(response.status, headers).end(Buffer.from(await response.arrayBuffer()));
+}
+
+const server = http.createServer((req, res) => {
+  if (req.url === "/stats") return res.end(JSON.stringify(stats));
+  if (process.env.TUS_CHECKSUM === "1") {
+    withChecksum(req, res).catch((error) => res.writeHead(500).end(String(error)));
+  } else {
+    tus.handle(req, res);
+  }
+});
 server.listen(0, "127.0.0.1", () => {
   console.log(`tus listening on http://127.0.0.1:${server.address().port}/files`);
 });

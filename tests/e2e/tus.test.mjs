@@ -32,6 +32,8 @@ async function startTus(env = {}) {
     info: (location) => JSON.parse(readFileSync(join(dir, `${location.split("/").pop()}.json`), "utf8")),
     /** The requests counted since `from` (an index into the proxy's list). */
     requests: (method, from = 0) => proxy.state.requests.slice(from).filter((r) => r.method === method),
+    /** With TUS_CHECKSUM: the PATCHes whose checksum it checked, and those that failed. */
+    stats: async () => (await fetch(new URL("/stats", url))).json(),
     stop() { proxy.close(); proc.kill("SIGTERM"); },
   };
 }
@@ -302,6 +304,27 @@ describe("protocol tus against @tus/server", () => {
       await page.close();
     } finally {
       small.stop();
+    }
+  });
+
+  test("a server with the checksum extension: every PATCH carries its SHA-256, a slice corrupted on the way is answered 460 and sent again, the result is verified", async () => {
+    const checking = await startTus({ TUS_CHECKSUM: "1" });
+    try {
+      const file = randomFile(9 * MIB + 1, "checked.bin");
+      const { page } = await openPage(file);
+      checking.proxy.state.flipAfterBytes = 5 * MIB;
+      await startUpload(page, { endpoint: checking.endpoint, chunkSize: 4 * MIB, resume: false });
+      const done = await outcome(page);
+      assert.ok(done.result, JSON.stringify(done.error));
+      assert.equal(await sha256File(checking.file(done.result.location)), file.sha256);
+      assert.equal(done.result.verified, true, "the server checked every slice");
+      assert.equal(checking.proxy.state.flips, 1);
+      const stats = await checking.stats();
+      assert.deepEqual(stats, { checked: 4, mismatches: 1 }, "three slices, one sent twice");
+      assert.equal(checking.requests("PATCH").length, 4);
+      await page.close();
+    } finally {
+      checking.stop();
     }
   });
 
