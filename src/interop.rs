@@ -199,6 +199,26 @@ fn string_map(options: &JsValue, name: &'static str) -> Result<Vec<(String, Stri
     Ok(out)
 }
 
+/// A string option that is one of `allowed`: its index there, 0 (the default) when absent.
+fn choice(options: &JsValue, name: &str, allowed: [&str; 2]) -> Result<usize, JsValue> {
+    let value = get(options, name);
+    if value.is_undefined() {
+        return Ok(0);
+    }
+    let [first, second] = allowed;
+    match value.as_string() {
+        Some(text) => allowed.iter().position(|a| *a == text).ok_or_else(|| {
+            range_error(format!(
+                "{name} must be \"{first}\" or \"{second}\"; got {text:?}"
+            ))
+        }),
+        None => Err(type_error(format!(
+            "{name} must be the string \"{first}\" or \"{second}\"; got {}",
+            type_name(&value)
+        ))),
+    }
+}
+
 fn function(options: &JsValue, name: &'static str) -> Result<Option<Function>, JsValue> {
     let value = get(options, name);
     if value.is_undefined() {
@@ -242,24 +262,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     }
 
     let s3 = s3_callbacks(options)?;
-    let tus = match get(options, "protocol") {
-        v if v.is_undefined() => false,
-        v => match v.as_string().as_deref() {
-            Some("chunkwise") => false,
-            Some("tus") => true,
-            Some(other) => {
-                return Err(range_error(format!(
-                    "protocol must be \"chunkwise\" or \"tus\"; got {other:?}"
-                )))
-            }
-            None => {
-                return Err(type_error(format!(
-                    "protocol must be the string \"chunkwise\" or \"tus\"; got {}",
-                    type_name(&v)
-                )))
-            }
-        },
-    };
+    let tus = choice(options, "protocol", ["chunkwise", "tus"])? == 1;
     if tus && s3.is_some() {
         return Err(type_error(
             "protocol \"tus\" cannot be used with s3: the s3 callbacks upload to S3".into(),
@@ -303,23 +306,9 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         }
         SourceValue::Stream(_) => size,
     };
-    let digest = match get(options, "digest") {
-        v if v.is_undefined() => DigestAlgorithm::Sha256,
-        v => match v.as_string().as_deref() {
-            Some("sha-256") => DigestAlgorithm::Sha256,
-            Some("none") => DigestAlgorithm::None,
-            Some(other) => {
-                return Err(range_error(format!(
-                    "digest must be \"sha-256\" or \"none\"; got {other:?}"
-                )))
-            }
-            None => {
-                return Err(type_error(format!(
-                    "digest must be the string \"sha-256\" or \"none\"; got {}",
-                    type_name(&v)
-                )))
-            }
-        },
+    let digest = match choice(options, "digest", ["sha-256", "none"])? {
+        1 => DigestAlgorithm::None,
+        _ => DigestAlgorithm::Sha256,
     };
     let stall_timeout_ms = integer(
         options,

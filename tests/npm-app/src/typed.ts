@@ -37,6 +37,17 @@ export function direct(file: File): Upload {
   });
 }
 
+/** To a tus server (tusd, @tus/server, a hosted service), typed. */
+export function toTus(file: File): Upload {
+  return new Upload(file, {
+    endpoint: "https://tus.example/files/",
+    protocol: "tus",
+    chunkSize: 6 * 1024 * 1024,
+    metadata: { filename: file.name, filetype: file.type },
+    headers: { Authorization: "Bearer token" },
+  });
+}
+
 export async function send(file: File): Promise<UploadResult | string> {
   await init();
   const controller = new AbortController();
