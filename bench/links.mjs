@@ -16,7 +16,7 @@
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Chromium } from "./cdp.mjs";
-import { MIB, OUT, median, parseSize, report, runMethod, sourceFile, startServer, startTus } from "./support.mjs";
+import { MIB, OUT, median, parseSize, report, runMethod, sourceFile, startServer, startTus, toTus } from "./support.mjs";
 import { LINKS, emulateLink, firstMoveMs, longestStillMs } from "../tests/e2e/link.mjs";
 import { startLinkProxy } from "../tests/e2e/link-proxy.mjs";
 
@@ -32,6 +32,7 @@ const METHODS = [
   { name: "chunkwise defaults", method: "chunkwise", options: {}, chunk: 8 * MIB },
   { name: "chunkwise digest none", method: "chunkwise", options: { digest: "none" }, chunk: 8 * MIB },
   { name: "tus-js-client defaults", method: "tus", options: {}, chunk: Infinity },
+  { name: "chunkwise tus", method: "chunkwise-tus", options: {}, chunk: 64 * MIB },
   { name: "tus-js-client 8 MiB chunks", method: "tus", options: { chunkSize: 8 * MIB }, chunk: 8 * MIB },
 ];
 
@@ -52,14 +53,14 @@ async function runLink(browser, link, size, runs, methods) {
   try {
     for (let run = 0; run < runs; run++) {
       for (const m of methods) {
-        const proxy = m.method === "tus" ? tusLink : apiLink;
+        const proxy = toTus(m.method) ? tusLink : apiLink;
         proxy.reset();
-        const options = m.method === "tus" ? { ...m.options, endpoint: `${tusLink.url}/files` } : m.options ?? {};
+        const options = toTus(m.method) ? { ...m.options, endpoint: `${tusLink.url}/files` } : m.options ?? {};
         const { result, error } = await runMethod(page, m.method, options, apiLink.url, tus.dataDir);
         const ok = !error && result.sha256 === source.sha256;
         const counts = proxy.counts();
         const slices = Number.isFinite(m.chunk) ? Math.ceil(size / m.chunk) : 1;
-        const bodies = m.method === "tus" ? counts.PATCH ?? 0 : counts.PUT ?? 0;
+        const bodies = toTus(m.method) ? counts.PATCH ?? 0 : counts.PUT ?? 0;
         const log = await page.evaluate("bench.progressLog()");
         const row = {
           link: link.name, method: m.name, size, run, ok, error: error ?? (ok ? undefined : "SHA-256 differs"),

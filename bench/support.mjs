@@ -104,6 +104,9 @@ export function report(name, text, rows) {
 export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 
+/** Whether a bench method uploads to the tus server. */
+export const toTus = (method) => method === "tus" || method === "chunkwise-tus";
+
 /**
  * Runs one upload in the bench page: `bench.run(method, options, base)`. A tus upload's
  * SHA-256 is taken from the tus server's file (in `tusDataDir`), which is then removed.
@@ -113,7 +116,7 @@ export async function runMethod(page, method, options, base, tusDataDir) {
   try {
     const args = [method, options, ...(base === undefined ? [] : [base])].map((a) => JSON.stringify(a)).join(", ");
     const result = await page.evaluate(`bench.run(${args})`);
-    if (method === "tus") {
+    if (toTus(method)) {
       const id = new URL(result.url).pathname.split("/").pop();
       result.sha256 = await sha256File(join(tusDataDir, id));
       rmSync(join(tusDataDir, id), { force: true });

@@ -125,10 +125,16 @@ impl HttpTransport {
         }
     }
 
-    /// Speaks tus 1.0 to the tus server at `endpoint`.
-    pub fn tus(endpoint: String, headers: Vec<(String, String)>, chunk_size_bytes: u64) -> Self {
+    /// Speaks tus 1.0 to the tus server at `endpoint`, slicing in `chunk_size_bytes` (or,
+    /// unless `given`, in larger slices where nothing reads them: see `TusSession`).
+    pub fn tus(
+        endpoint: String,
+        headers: Vec<(String, String)>,
+        chunk_size_bytes: u64,
+        given: bool,
+    ) -> Self {
         Self {
-            session: Some(Session::tus(&endpoint, &headers, chunk_size_bytes)),
+            session: Some(Session::tus(&endpoint, &headers, chunk_size_bytes, given)),
             tus: true,
             ..Self::new(endpoint, headers)
         }

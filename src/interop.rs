@@ -59,6 +59,8 @@ pub struct Parsed {
     pub s3: Option<Object>,
     /// The endpoint is a tus server (`protocol: "tus"`).
     pub tus: bool,
+    /// `chunkSize` was given (else a tus upload may choose larger slices).
+    pub chunk_size_given: bool,
 }
 
 /// The source, checked.
@@ -284,8 +286,8 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     };
     let defaults = Options::default();
     let chunk_allowed = "an integer number of bytes from 262144 (256 KiB) to 1073741824 (1 GiB)";
-    let chunk_size_bytes =
-        integer(options, "chunkSize", chunk_allowed)?.unwrap_or(defaults.chunk_size_bytes);
+    let chunk_size = integer(options, "chunkSize", chunk_allowed)?;
+    let chunk_size_bytes = chunk_size.unwrap_or(defaults.chunk_size_bytes);
     let max_in_flight = integer(options, "maxInFlight", "an integer from 1 to 32")?
         // Too large for a u32 is out of range all the same: validate() says so.
         .map_or(defaults.max_in_flight, |v| {
@@ -417,6 +419,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         signal,
         s3,
         tus,
+        chunk_size_given: chunk_size.is_some(),
     })
 }
 

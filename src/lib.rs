@@ -279,7 +279,7 @@ impl Upload {
                 let transport = if tus {
                     // Without the app's headers: a server that wants them answers an
                     // error here, and bytesReceived is null.
-                    HttpTransport::tus(endpoint, Vec::new(), 1)
+                    HttpTransport::tus(endpoint, Vec::new(), 1, true)
                 } else {
                     HttpTransport::new(location.clone(), Vec::new())
                 };
@@ -513,7 +513,8 @@ impl Inner {
         let transport = match &parsed.s3 {
             Some(calls) => HttpTransport::s3(calls),
             None if parsed.tus => {
-                HttpTransport::tus(endpoint, headers, parsed.options.get().chunk_size_bytes)
+                let chunk_size_bytes = parsed.options.get().chunk_size_bytes;
+                HttpTransport::tus(endpoint, headers, chunk_size_bytes, parsed.chunk_size_given)
             }
             None => HttpTransport::new(endpoint, headers),
         };

@@ -15,7 +15,7 @@ use crate::s3::Session;
 #[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
     #[wasm_bindgen(js_name = tusSession)]
-    fn tus_session(endpoint: &str, headers: Array, chunk_size: f64) -> Session;
+    fn tus_session(endpoint: &str, headers: Array, chunk_size: f64, given: bool) -> Session;
     /// Resolves with whether the server checks each `PATCH`'s SHA-256 (`OPTIONS`: the
     /// checksum extension with sha256); false when it cannot be asked within `ms`.
     #[wasm_bindgen(method)]
@@ -24,13 +24,18 @@ extern "C" {
 
 impl Session {
     /// A session with the tus server at `endpoint`; `headers` go on every request.
-    pub fn tus(endpoint: &str, headers: &[(String, String)], chunk_size_bytes: u64) -> Self {
+    pub fn tus(
+        endpoint: &str,
+        headers: &[(String, String)],
+        chunk_size_bytes: u64,
+        given: bool,
+    ) -> Self {
         let pairs = Array::new();
         for (name, value) in headers {
             pairs.push(&name.into());
             pairs.push(&value.into());
         }
-        tus_session(endpoint, pairs, chunk_size_bytes as f64)
+        tus_session(endpoint, pairs, chunk_size_bytes as f64, given)
     }
 }
 

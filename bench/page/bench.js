@@ -47,6 +47,15 @@ async function chunkwise(options, base) {
   return { ms: performance.now() - t0, sha256: result.sha256, bytes: f.size, id: result.id, verified: result.verified };
 }
 
+// chunkwise speaking tus to a tus server (options.endpoint).
+async function chunkwiseTus(options) {
+  const f = file();
+  t0 = performance.now();
+  const onProgress = (p) => logProgress(p.bytesSent);
+  const result = await new Upload(f, { protocol: "tus", resume: false, onProgress, ...options }).start();
+  return { ms: performance.now() - t0, url: result.location, bytes: f.size };
+}
+
 // chunkwise straight to S3 through the app's own backend (examples/s3-backend at `base`).
 async function chunkwiseS3(options, base) {
   const { s3Callbacks } = await import("./s3-client.mjs");
@@ -122,6 +131,7 @@ window.bench = {
     if (method === "chunkwise-s3") return chunkwiseS3(options, base);
     if (method === "uppy-s3") return uppyS3(options, base);
     if (method === "tus") return tusUpload(options);
+    if (method === "chunkwise-tus") return chunkwiseTus(options);
     if (method === "presigned") return presigned(options);
     throw new Error(`unknown method ${method}`);
   },

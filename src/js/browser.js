@@ -572,12 +572,19 @@ export const restOf = (body, skip) =>
       ? new Uint8Array(body.buffer, body.byteOffset + skip, body.byteLength - skip)
       : new Uint8Array(body, skip);
 
+// The slice size when the app gave none and nothing reads the slices (no checksum to
+// compute, a File rather than a stream): a slice is then a Blob slice the browser streams
+// from disk, so its size costs no memory, while each PATCH costs the server a round of
+// work (8 MiB slices ran at 0.85 of one PATCH on loopback; 64 MiB is within 2%). A cut
+// PATCH loses nothing either way: the next goes on from the server's offset.
+const TUS_LARGE_SLICE = 64 * 1024 * 1024;
+
 class TusSession {
-  constructor(endpoint, pairs, chunkSize) {
+  constructor(endpoint, pairs, chunkSize, given) {
     this.endpoint = endpoint;
     this.headers = { "Tus-Resumable": "1.0.0" };
     for (let i = 0; i < pairs.length; i += 2) this.headers[pairs[i]] = pairs[i + 1];
-    this.chunkSize = chunkSize;
+    Object.assign(this, { chunkSize, given });
     Object.assign(this, { offset: 0, last: -1, checked: true, deferred: false });
   }
 
@@ -634,7 +641,7 @@ class TusSession {
     return { offset, length: number("upload-length") };
   }
 
-  async create({ size = null, chunkSize, metadata = {} }, signal) {
+  async create({ size = null, metadata = {} }, signal) {
     const headers = size === null ? { "Upload-Defer-Length": "1" } : { "Upload-Length": String(size) };
     const pairs = Object.entries(metadata).map(([key, value]) => (value ? `${key} ${base64(value)}` : key));
     if (pairs.length > 0) headers["Upload-Metadata"] = pairs.join(",");
@@ -645,11 +652,18 @@ class TusSession {
     }
     const location = new URL(header, this.endpoint).href;
     Object.assign(this, { offset: 0, last: -1, checked: true, deferred: size === null, completing: false });
-    return answer({ id: location, chunkSize, size, protocol: 2, transfer: "direct" }, 201, { location });
+    await this.slicing(size);
+    return answer({ id: location, chunkSize: this.chunkSize, size, protocol: 2, transfer: "direct" }, 201, { location });
+  }
+
+  /** Chooses the slice size for an upload of `size` bytes (null: a stream). */
+  async slicing(size) {
+    if (!this.given && size !== null && !(await this.checksum)) this.chunkSize = TUS_LARGE_SLICE;
   }
 
   async status(url, signal) {
     const { offset, length } = await this.head(url, signal);
+    await this.slicing(length);
     const { chunkSize } = this;
     const whole = Math.floor(offset / chunkSize);
     // The PATCHes of an earlier page may have gone without checksums (a slice's rest).
@@ -698,4 +712,4 @@ class TusSession {
   }
 }
 
-export const tusSession = (endpoint, pairs, chunkSize) => new TusSession(endpoint, pairs, chunkSize);
+export const tusSession = (...args) => new TusSession(...args);

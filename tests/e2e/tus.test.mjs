@@ -116,7 +116,7 @@ describe("protocol tus against @tus/server", () => {
     const from = tus.proxy.state.requests.length;
     tus.proxy.state.maxPutsInFlight = 0;
     const metadata = { filename: "forty.bin", filetype: "application/octet-stream", note: "ünïcode ✓, with commas" };
-    await startUpload(page, { metadata, resume: false });
+    await startUpload(page, { metadata, chunkSize: 8 * MIB, resume: false });
     const done = await outcome(page);
     await assertStored(done, file);
     assert.deepEqual(tus.info(done.result.location).metadata, metadata);
@@ -131,6 +131,18 @@ describe("protocol tus against @tus/server", () => {
     assert.equal(tus.requests("OPTIONS", from).filter((r) => !r.preflight).length, 1, "one OPTIONS, to ask for the checksum extension");
     assert.equal(tus.requests("POST", from).length, 1);
     assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test("without chunkSize a File goes in 64 MiB PATCHes (nothing reads them); with it, in its slices", async () => {
+    const file = randomFile(70 * MIB, "large.bin");
+    const { page } = await openPage(file);
+    const from = tus.proxy.state.requests.length;
+    await startUpload(page, { resume: false });
+    const done = await outcome(page);
+    await assertStored(done, file);
+    assert.equal(done.result.chunkSize, 64 * MIB);
+    assert.deepEqual(tus.requests("PATCH", from).map((p) => p.length), [64 * MIB, 6 * MIB]);
     await page.close();
   });
 
@@ -189,7 +201,7 @@ describe("protocol tus against @tus/server", () => {
     const from = tus.proxy.state.requests.length;
     const cutsBefore = tus.proxy.state.cuts;
     tus.proxy.state.cutAfterBytes = 12 * MIB;
-    await startUpload(page, { resume: false });
+    await startUpload(page, { chunkSize: 8 * MIB, resume: false });
     const done = await outcome(page);
     await assertStored(done, file);
     assert.equal(tus.proxy.state.cuts - cutsBefore, 1);
