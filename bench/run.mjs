@@ -8,6 +8,9 @@
 //   node --experimental-websocket bench/run.mjs --store [--over slow|100m|wan] [--size 256M] [--runs 3]
 //     (object storage: direct to Garage against fetch(File) to Garage, on loopback or over
 //     an emulated link; see bench/store.mjs)
+//   node --experimental-websocket bench/run.mjs --tus-faults [--size 64M] [--limit 90]
+//     (tus under a cut and a frozen connection: chunkwise's and tus-js-client's; see
+//     bench/tus-faults.mjs)
 //   node bench/run.mjs --load [--small 1000] [--large 50] [--slow 500]
 //     (many clients at once against the server, with slow connections held open; see
 //     bench/load.mjs)
@@ -33,6 +36,8 @@ const { values: args } = parseArgs({
     small: { type: "string" },
     large: { type: "string" },
     slow: { type: "string" },
+    "tus-faults": { type: "boolean", default: false },
+    limit: { type: "string" },
   },
 });
 const sizes = args.quick ? [32 * MIB] : args.sizes.split(",").map(parseSize);
@@ -251,6 +256,7 @@ async function main() {
 }
 
 if (args.load) await (await import("./load.mjs")).main(args);
+else if (args["tus-faults"]) await (await import("./tus-faults.mjs")).main(args);
 else if (args.link) await (await import("./links.mjs")).main(args.link.split(","), args);
 else if (args.store) await (await import("./store.mjs")).main(args);
 else if (args.from) merge(args.from.split(","));

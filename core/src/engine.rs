@@ -499,13 +499,16 @@ impl<R: Runtime, E: Events> Requests<'_, R, E> {
             };
             let outcome = {
                 let call = pin!(make(sent));
+                // Woken at least once per stall limit: a request's first byte ends the longer
+                // wait for it, so a request that sent every byte and hears nothing back is
+                // stalled one limit after its last byte, not when the first-byte wait ends.
                 let stalled = pin!(async {
                     loop {
                         let left_ms = watch.get().remaining_ms(runtime.now_ms());
                         if left_ms <= 0.0 {
                             break;
                         }
-                        runtime.sleep(left_ms).await;
+                        runtime.sleep(left_ms.min(self.stall_timeout_ms)).await;
                     }
                 });
                 match future::select(call, stalled).await {

@@ -18,6 +18,8 @@ export async function startProxy(targetPort) {
   const state = {
     resetPerMiB: 0, down: false, resets: 0, refused: 0, cutAfterBytes: 0, cuts: 0, flipAfterBytes: 0, flips: 0,
     silenceAfterBytes: 0, silenced: 0,
+    /** Bytes forwarded towards the server, heads and bodies (not those cut or silenced). */
+    bytesUp: 0,
     /** When set, each connection forwards at most this many bytes per second towards the
      * server, independently of the others (so parallel requests stay in flight together). */
     connectionBytesPerSecond: 0,
@@ -107,6 +109,7 @@ export async function startProxy(targetPort) {
         }
       }
       reader(data);
+      state.bytesUp += data.length;
       const rate = state.connectionBytesPerSecond;
       if (rate > 0) {
         client.pause();

@@ -3,6 +3,7 @@
 //   node tests/e2e/tus-server.mjs DIR   -> prints "tus listening on http://127.0.0.1:PORT/files"
 // Environment:
 //   TUS_MAX_SIZE=N   its maxSize (a larger upload gets its 413)
+//   TUS_ALLOWED_ORIGIN=ORIGIN   the only origin its CORS answers allow (default: any)
 //   TUS_CHECKSUM=1   adds tus's checksum extension (sha256), which @tus/server lacks: OPTIONS
 //                    announces it, and a PATCH with Upload-Checksum is read whole and
 //                    checked first; a mismatch is answered 460 and nothing is written.
@@ -18,6 +19,7 @@ const tus = new Server({
   path: "/files",
   datastore: new FileStore({ directory }),
   maxSize: Number(process.env.TUS_MAX_SIZE ?? 0) || undefined,
+  allowedOrigins: process.env.TUS_ALLOWED_ORIGIN ? [process.env.TUS_ALLOWED_ORIGIN] : undefined,
   async onUploadCreate(req, upload) {
     const reason = upload.metadata?.refuse;
     if (reason) throw { status_code: 403, body: `${reason}\n` };

@@ -340,6 +340,40 @@ describe("protocol tus against @tus/server", () => {
     }
   });
 
+  test("an upload the app's backend created (as Vimeo's upload_link) is continued with resumeFrom: no POST", async () => {
+    const file = randomFile(5 * MIB + 11, "created.bin");
+    const created = await fetch(tus.endpoint, {
+      method: "POST", headers: { "Tus-Resumable": "1.0.0", "Upload-Length": String(file.size) },
+    });
+    assert.equal(created.status, 201);
+    const location = new URL(created.headers.get("location"), tus.endpoint).href;
+    const { page } = await openPage(file);
+    const from = tus.proxy.state.requests.length;
+    await startUpload(page, { resumeFrom: location, resume: false, chunkSize: 2 * MIB });
+    const done = await outcome(page);
+    await assertStored(done, file);
+    assert.equal(done.result.location, location);
+    assert.equal(tus.requests("POST", from).length, 0);
+    assert.equal(tus.requests("HEAD", from).length, 1);
+    assert.equal(patchedBytes(from), file.size);
+    await page.close();
+  });
+
+  test("a tus server whose CORS rules refuse the page: a network error that says so, at once", async () => {
+    const closed = await startTus({ TUS_ALLOWED_ORIGIN: "https://app.example" });
+    try {
+      const { page } = await openPage();
+      await startUpload(page, { endpoint: closed.endpoint, resume: false }, `new Blob(["refused"])`);
+      const done = await outcome(page);
+      assert.equal(done.error?.code, "network");
+      assert.match(done.error.message, /CORS/);
+      assert.match(done.error.message, /tus server must allow/);
+      await page.close();
+    } finally {
+      closed.stop();
+    }
+  });
+
   test("wrong options are refused at once, naming the option", async () => {
     const { page } = await openPage();
     const errors = await page.evaluate(async (endpoint) => {

@@ -158,6 +158,8 @@ struct FakeServer {
     metadata: RefCell<Option<BTreeMap<String, String>>>,
     /// Slices whose first attempt never answers.
     hang_once: RefCell<Vec<u64>>,
+    /// Slices whose first attempt sends every byte, then never answers.
+    silent_once: RefCell<Vec<u64>>,
     /// Index of each PUT, in the order they started.
     started: RefCell<Vec<u64>>,
     /// Slice requests in flight across servers: (now, most at once).
@@ -204,6 +206,19 @@ impl Transport for FakeServer {
             found.map(|at| hang_once.remove(at)).is_some()
         };
         if hang {
+            futures_util::future::pending::<()>().await;
+        }
+        let silent = {
+            let mut silent_once = self.silent_once.borrow_mut();
+            let found = silent_once.iter().position(|&i| i == slice.index);
+            found.map(|at| silent_once.remove(at)).is_some()
+        };
+        if silent {
+            // Its first byte leaves after the stall watch has started waiting for it.
+            YieldTimes(2).await;
+            sent(slice.len / 2);
+            YieldTimes(2).await;
+            sent(slice.len);
             futures_util::future::pending::<()>().await;
         }
         self.in_flight.set(self.in_flight.get() + 1);
@@ -557,14 +572,43 @@ fn a_stalled_request_is_aborted_and_retried() {
     result.unwrap();
     assert_eq!(server.assembled(), bytes);
     assert_eq!(server.puts.get(), 7);
-    let retried: Vec<u64> = events
+    let mut retried: Vec<u64> = events
         .states
         .borrow()
         .iter()
         .filter(|s| s.1 == SliceState::Retrying)
         .map(|s| s.0)
         .collect();
+    retried.sort_unstable();
     assert_eq!(retried, vec![1, 3]);
+}
+
+#[test]
+fn a_request_that_sent_every_byte_and_hears_nothing_stalls_one_limit_after_its_last_byte() {
+    // Not after the longer wait a request gets for its first byte (4x): a tus server whose
+    // connection froze after taking the body kept an upload waiting 120 s instead of 30 s.
+    let server = FakeServer::default();
+    server.silent_once.borrow_mut().push(0);
+    let bytes = pattern(2 * CHUNK as usize);
+    let options = options(CHUNK, 1);
+    let runtime = FakeRuntime::new();
+    let engine = Engine {
+        options: &options,
+        source: VecSource::new(bytes.clone(), CHUNK),
+        transport: &server,
+        runtime: &runtime,
+        events: &(),
+        control: &Control::default(),
+    };
+    futures_executor::block_on(engine.run(Start::New(None))).unwrap();
+    assert_eq!(server.assembled(), bytes);
+    assert_eq!(server.puts.get(), 3);
+    let stall_ms = Options::default().stall_timeout_ms as f64;
+    let elapsed_ms = runtime.now_ms.get();
+    assert!(
+        elapsed_ms > stall_ms && elapsed_ms < 1.5 * stall_ms,
+        "the upload took {elapsed_ms} ms with a stall limit of {stall_ms} ms"
+    );
 }
 
 #[test]
