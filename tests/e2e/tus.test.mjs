@@ -163,6 +163,22 @@ describe("protocol tus against @tus/server", () => {
     await page.close();
   });
 
+  test("on a 1 Mbit/s, 150 ms link one slow PATCH is never taken for a stall, and nothing is sent twice", async () => {
+    const file = randomFile(2 * MIB + 5, "mobile.bin");
+    const { page } = await openPage(file);
+    await emulateLink(await page.context().newCDPSession(page), LINKS.mobile);
+    const from = tus.proxy.state.requests.length;
+    await startUpload(page, { resume: false, stallTimeoutMs: 5000 });
+    const done = await outcome(page);
+    await assertStored(done, file);
+    const log = await page.evaluate(() => window.__log);
+    console.log(`# tus over 1 Mbit/s, 150 ms: one PATCH of ${file.size} bytes in ${Math.round(done.result.elapsedMs)} ms, progress first moved after ${Math.round(firstMoveMs(log))} ms, ${log.length} reports`);
+    assert.equal(tus.requests("PATCH", from).length, 1);
+    assert.equal(tus.requests("HEAD", from).length, 0, "never stalled");
+    assert.ok(log.length > 20, `${log.length} progress reports`);
+    await page.close();
+  });
+
   test("a reload mid-upload resumes with one HEAD and sends only the rest", async () => {
     const file = randomFile(24 * MIB + 1, "reload.bin");
     const { page } = await openPage(file);
