@@ -28,15 +28,12 @@ use crate::json::{self, FromJson};
 use crate::s3::{Session, S3_ENDPOINT};
 use crate::source::Body;
 
-#[wasm_bindgen]
-extern "C" {
-    /// `fetch` of the global scope, whichever it is.
-    #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(input: &str, init: &RequestInit) -> Promise;
-}
-
 #[wasm_bindgen(module = "/src/js/browser.js")]
 extern "C" {
+    /// `fetch` of the global scope, whichever it is; a tus `PATCH` whose answer's
+    /// `Upload-Offset` is not where its body ended is answered `409`, as by `sendXhr`.
+    #[wasm_bindgen(js_name = fetchChecked)]
+    fn global_fetch(input: &str, init: &RequestInit) -> Promise;
     #[wasm_bindgen(js_name = hasXhr)]
     fn has_xhr() -> bool;
     /// Resolves with `{status, statusText, retryAfter, text}`; rejects without an answer.

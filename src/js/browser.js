@@ -311,6 +311,20 @@ function exposedHeader(xhr, name) {
   return line ? line.slice(name.length + 1).trim() : null;
 }
 
+/**
+ * `fetch` (without XMLHttpRequest, as in a service worker). A tus PATCH's answer says where
+ * the upload now ends; a server that took less than was sent is answered as its 409 would
+ * be, as `sendXhr` does.
+ */
+export async function fetchChecked(url, init) {
+  const response = await fetch(url, init);
+  const [from, to] = [init.headers?.get("upload-offset"), response.headers.get("upload-offset")];
+  const end = from == null ? null : String(Number(from) + (init.body.size ?? init.body.byteLength));
+  return response.ok && to !== null && end !== null && to !== end
+    ? new Response(`the server holds ${to} bytes after this PATCH, not ${end}`, { status: 409 })
+    : response;
+}
+
 export function sendXhr(method, url, headers, body, onSent, signal) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
