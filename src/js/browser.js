@@ -311,18 +311,22 @@ function exposedHeader(xhr, name) {
   return line ? line.slice(name.length + 1).trim() : null;
 }
 
-/**
- * `fetch` (without XMLHttpRequest, as in a service worker). A tus PATCH's answer says where
- * the upload now ends; a server that took less than was sent is answered as its 409 would
- * be, as `sendXhr` does.
- */
+// A tus PATCH's answer says where the upload now ends. A server that took less than was
+// sent is answered as its 409 would be: ask where it stands and go on. Gives those words,
+// or null where the answer is where the PATCH ended (or it is no tus PATCH's answer).
+function shortOfSent(sentOffset, body, answered) {
+  if (sentOffset == null || answered == null) return null;
+  const end = String(Number(sentOffset) + (body?.size ?? body?.byteLength ?? 0));
+  return answered === end ? null : `the server holds ${answered} bytes after this PATCH, not ${end}`;
+}
+
+/** `fetch` (without XMLHttpRequest, as in a service worker), checked as `sendXhr` is. */
 export async function fetchChecked(url, init) {
   const response = await fetch(url, init);
-  const [from, to] = [init.headers?.get("upload-offset"), response.headers.get("upload-offset")];
-  const end = from == null ? null : String(Number(from) + (init.body.size ?? init.body.byteLength));
-  return response.ok && to !== null && end !== null && to !== end
-    ? new Response(`the server holds ${to} bytes after this PATCH, not ${end}`, { status: 409 })
-    : response;
+  const short = response.ok
+    ? shortOfSent(init.headers?.get("upload-offset"), init.body, response.headers.get("upload-offset"))
+    : null;
+  return short ? new Response(short, { status: 409 }) : response;
 }
 
 export function sendXhr(method, url, headers, body, onSent, signal) {
@@ -362,13 +366,8 @@ export function sendXhr(method, url, headers, body, onSent, signal) {
     };
     xhr.onload = () => {
       let { status, statusText, responseText: text } = xhr;
-      // A tus PATCH's answer says where the upload now ends. A server that took less
-      // than was sent is answered as its 409 would be: ask where it stands and go on.
-      const [from, to] = [offsetHeader, exposedHeader(xhr, "upload-offset")];
-      const end = from === undefined ? null : String(Number(from) + (body.size ?? body.byteLength));
-      if (status < 300 && to !== null && end !== null && to !== end) {
-        [status, text] = [409, `the server holds ${to} bytes after this PATCH, not ${end}`];
-      }
+      const short = status < 300 ? shortOfSent(offsetHeader, body, exposedHeader(xhr, "upload-offset")) : null;
+      if (short) [status, text] = [409, short];
       finish(resolve, { status, statusText, retryAfter: exposedHeader(xhr, "retry-after"), text });
     };
     xhr.onerror = () => finish(reject, new TypeError(`${method} ${url} failed: no answer (network error or CORS)`));

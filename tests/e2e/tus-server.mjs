@@ -32,7 +32,8 @@ const tus = new Server({
 
 const stats = { checked: 0, mismatches: 0, shortened: 0 };
 const checksum = process.env.TUS_CHECKSUM === "1";
-let shorten = process.env.TUS_SHORT_FIRST === "1";
+const shortFirst = process.env.TUS_SHORT_FIRST === "1";
+let shorten = shortFirst;
 
 /** What @tus/server lacks, in front of it (requests whole, as web Requests). */
 async function front(req, res) {
@@ -76,7 +77,7 @@ async function front(req, res) {
 
 const server = http.createServer((req, res) => {
   if (req.url === "/stats") return res.end(JSON.stringify(stats));
-  if (checksum || shorten) {
+  if (checksum || shortFirst) {
     front(req, res).catch((error) => res.writeHead(500).end(String(error)));
   } else {
     tus.handle(req, res);
