@@ -52,11 +52,16 @@ export async function main(args) {
     req.end(body);
   });
 
-  /** Sends `request` again while the server says to wait (503 with Retry-After). */
+  /** Sends `request` again while the server says to wait (503 with Retry-After), counting
+   * each such refusal: "0 errors" must not hide thousands of them. */
+  const refusals = { count: 0, byPath: { create: 0, slice: 0, complete: 0 } };
   const patiently = async (...a) => {
     for (;;) {
       const r = await request(...a);
       if (r.status !== 503) return r;
+      refusals.count++;
+      const [method, path] = a;
+      refusals.byPath[method === "PUT" ? "slice" : path === "/uploads" ? "create" : "complete"]++;
       await new Promise((w) => setTimeout(w, Number(r.headers["retry-after"] ?? 1) * 1000));
     }
   };
@@ -164,6 +169,7 @@ export async function main(args) {
     p50: ms(pct(latencies, 0.5)),
     p99: ms(pct(latencies, 0.99)),
     errors: errors.length,
+    refused: `${refusals.count} (${refusals.byPath.create} create, ${refusals.byPath.slice} slice, ${refusals.byPath.complete} complete)`,
     healthz: `${ms(pct(fresh.healthz, 0.5))} / ${ms(Math.max(...fresh.healthz))}`,
     newUpload: `${ms(pct(fresh.upload, 0.5))} / ${ms(Math.max(...fresh.upload))}`,
     rss: `${(peak.rss / MIB).toFixed(0)} MiB`,
@@ -172,9 +178,9 @@ export async function main(args) {
   }];
   for (const e of errors.slice(0, 10)) console.log(`# error: ${e}`);
   const text = [
-    "| uploads | slow connections | s | throughput | requests | p50 | p99 | errors | new client /healthz (p50 / max) | new small upload (p50 / max) | peak RSS | peak open files |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ...rows.map((r) => `| ${r.uploads} | ${r.slow} | ${r.seconds} | ${r.throughput} | ${r.requests} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.healthz} | ${r.newUpload} | ${r.rss} | ${r.fds} |`),
+    "| uploads | slow connections | s | throughput | requests | p50 | p99 | errors | 503s retried | new client /healthz (p50 / max) | new small upload (p50 / max) | peak RSS | peak open files |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...rows.map((r) => `| ${r.uploads} | ${r.slow} | ${r.seconds} | ${r.throughput} | ${r.requests} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.refused} | ${r.healthz} | ${r.newUpload} | ${r.rss} | ${r.fds} |`),
   ].join("\n");
   report("load", text, rows);
 }

@@ -75,20 +75,25 @@ impl Geometry {
     ///
     /// When the size is unknown, every slice is assumed to be full length.
     pub fn slice_range(&self, index: u64) -> Result<Range<u64>, GeometryError> {
-        let start = index
-            .checked_mul(self.chunk_size_bytes)
-            .ok_or(GeometryError::Overflow { index })?;
-        let full_end = start
-            .checked_add(self.chunk_size_bytes)
-            .ok_or(GeometryError::Overflow { index })?;
-        match self.size_bytes {
-            None => Ok(start..full_end),
-            Some(size) if start < size => Ok(start..full_end.min(size)),
-            Some(_) => Err(GeometryError::IndexOutOfRange {
-                index,
-                count: self.slice_count().unwrap_or(0),
-            }),
+        let chunk = self.chunk_size_bytes;
+        if let Some(size) = self.size_bytes {
+            let count = size.div_ceil(chunk);
+            if index >= count {
+                return Err(GeometryError::IndexOutOfRange { index, count });
+            }
+            // index < ceil(size / chunk), so the start lies inside the upload; the end is
+            // taken from the size, never as start + chunk, which may pass u64::MAX for the
+            // last slice of a huge chunk.
+            let start = index * chunk;
+            return Ok(start..start + (size - start).min(chunk));
         }
+        let start = index
+            .checked_mul(chunk)
+            .ok_or(GeometryError::Overflow { index })?;
+        let end = start
+            .checked_add(chunk)
+            .ok_or(GeometryError::Overflow { index })?;
+        Ok(start..end)
     }
 
     /// The length in bytes of slice `index`.
@@ -154,5 +159,18 @@ mod tests {
             Err(GeometryError::Overflow { index: u64::MAX })
         );
         assert!(Geometry::new(0, None).is_err());
+    }
+
+    #[test]
+    fn the_last_slice_of_a_huge_chunk_is_not_an_overflow() {
+        // start + chunk passes u64::MAX, but the slice ends at the size.
+        let chunk = (1 << 63) + 1;
+        let g = Geometry::new(chunk, Some(u64::MAX)).unwrap();
+        assert_eq!(g.slice_count(), Some(2));
+        assert_eq!(g.slice_range(1).unwrap(), chunk..u64::MAX);
+        assert_eq!(
+            g.slice_range(2),
+            Err(GeometryError::IndexOutOfRange { index: 2, count: 2 })
+        );
     }
 }

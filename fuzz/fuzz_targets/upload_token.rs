@@ -24,5 +24,8 @@ fuzz_target!(|input: (&str, String, u64, Option<u64>)| {
     };
     let sealed = seal(&key, &token);
     assert_eq!(open(&key, &sealed), Some(token));
-    assert_eq!(open(&self::key("other", "bucket", "prefix/"), &sealed), None);
+    assert_eq!(
+        open(&self::key("other", "bucket", "prefix/"), &sealed),
+        None
+    );
 });

@@ -439,9 +439,16 @@ async fn start_up_with_a_million_scattered_slices_is_quick() {
     let started = std::time::Instant::now();
     let (_server, base) = spawn(dir.path(), &[]);
     let took = started.elapsed();
+    // What this measures: from spawning the binary until it answers on its socket, with
+    // one upload's journal of 600,000 records in descending order. Replayed quadratically
+    // (inserted as recorded) this took 97 s here; in index order 0.45 to 0.65 s in a release
+    // build. The bound sits well between the two, so a loaded machine passes and the
+    // quadratic replay fails. (`-- --nocapture` shows the figure.)
     println!("reloaded {slices} scattered slices in {took:?}");
-    // Quadratic, this took 97 s here; in index order, well under 2 s.
-    assert!(took < PROMPTLY, "start-up took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "start-up with {slices} scattered slices took {took:?}"
+    );
     let status = upload_status(&base, &format!("/uploads/{id}")).await;
     assert_eq!(
         status["received"].as_array().unwrap().len(),
@@ -449,9 +456,45 @@ async fn start_up_with_a_million_scattered_slices_is_quick() {
     );
 }
 
+/// Runs the server binary with `args` and `env`, expecting it to refuse to start: returns
+/// whether it exited successfully and what it printed on stderr. A server that starts
+/// anyway is killed after [`PROMPTLY`] and fails the test, instead of hanging it.
+fn start_expecting_refusal(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} {env:?}: the server started and ran for {PROMPTLY:?}; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.success(), reader.join().unwrap())
+}
+
 #[test]
 fn an_empty_token_or_secret_is_refused_and_faults_stay_on_loopback() {
-    let dir = tempfile::tempdir().unwrap();
     for (args, says) in [
         (vec!["--token", ""], "--token"),
         (
@@ -463,31 +506,22 @@ fn an_empty_token_or_secret_is_refused_and_faults_stay_on_loopback() {
             "loopback",
         ),
     ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
-            .args(["--data-dir"])
-            .arg(dir.path())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{args:?} started");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (started, stderr) = start_expecting_refusal(&args, &[]);
+        assert!(!started, "{args:?} started");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
     for var in ["CHUNKWISE_TOKEN", "CHUNKWISE_HOOK_SECRET"] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chunkwise-server"))
-            .args(["--data-dir"])
-            .arg(dir.path())
-            .args([
+        let (started, stderr) = start_expecting_refusal(
+            &[
                 "--listen",
                 "127.0.0.1:0",
                 "--hook-url",
                 "http://127.0.0.1:9/",
-            ])
-            .env(var, "")
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "an empty {var} started a server");
-        assert!(String::from_utf8_lossy(&output.stderr).contains(var));
+            ],
+            &[(var, "")],
+        );
+        assert!(!started, "an empty {var} started a server");
+        assert!(stderr.contains(var), "{var}: {stderr}");
     }
 }
 

@@ -242,8 +242,13 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
     await page.close();
   });
 
-  test("a queue of 20 files, under one limit, each stored byte-identical", async () => {
+  test("a queue of 20 files, under one limit counted at the store, each stored byte-identical", async () => {
     const { page } = await pageWith(null);
+    const from = proxy.state.requests.length;
+    // Each connection to the store at 1 MiB/s, so parts stay on the wire long enough
+    // (0.25 to 1 s each) for the store to see how many are in flight at once.
+    proxy.state.maxPutsInFlight = 0;
+    proxy.state.connectionBytesPerSecond = MIB;
     const results = await page.evaluate(async () => {
       const files = [];
       for (let i = 0; i < 20; i++) {
@@ -253,22 +258,25 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
       }
       // One part each: S3 takes parts under 5 MiB only as the last.
       const queue = new window.UploadQueue({ s3: window.s3Callbacks(), maxInFlight: 6 });
-      let most = 0;
       const items = queue.add(files);
-      const timer = setInterval(() => { most = Math.max(most, queue.progress.inFlight ?? 0); }, 5);
       await queue.done();
-      clearInterval(timer);
       const hex = async (file) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()))]
         .map((b) => b.toString(16).padStart(2, "0")).join("");
       return {
-        most,
         items: await Promise.all(items.map(async (item, i) => ({
           state: item.state, error: item.error?.message, id: item.result?.id, verified: item.result?.verified,
           sha256: await hex(files[i]), size: files[i].size,
         }))),
       };
-    });
-    assert.ok(results.most <= 6, `at most 6 in flight; saw ${results.most}`);
+    }).finally(() => { proxy.state.connectionBytesPerSecond = 0; });
+    // Counted on the wire: never more than the limit, and more than one at once (files
+    // really share it, none waits for the one before to finish).
+    const most = proxy.state.maxPutsInFlight;
+    assert.ok(most <= 6, `at most 6 part PUTs at the store at once; saw ${most}`);
+    assert.ok(most >= 4, `the files' parts went in parallel; the store saw at most ${most} at once`);
+    const parts = proxy.state.requests.slice(from).filter((r) => r.method === "PUT" && /[?&]partNumber=/.test(r.path));
+    assert.equal(parts.length, 20, "one part PUT per file");
+    console.log(`# s3 queue of 20: at most ${most} part PUTs at the store at once`);
     for (const item of results.items) {
       assert.equal(item.state, "done", item.error);
       assert.equal(item.verified, true);
@@ -398,10 +406,20 @@ describe("the s3 option through the app's own backend (no chunkwise-server)", ()
     const { page } = await pageWith(file);
     // The failed uploads above stay resumable: their multipart uploads are still open.
     const open = await garage.multipartUploads();
+    const from = proxy.state.requests.length;
     const { result, error } = await upload(page);
     assert.equal(error, undefined, JSON.stringify(error));
     assert.equal(result.size, 0);
     assert.deepEqual(await garage.object(result.id), { sha256: file.sha256, size: 0 });
+    // What the recipe did at the store for this key: opened a multipart upload, sent no
+    // part, aborted it (S3 completes none without a part) and put an empty object.
+    const calls = proxy.state.requests.slice(from)
+      .filter((r) => new URL(r.path, "http://x").pathname.endsWith(`/${result.id}`))
+      .map(({ method, path }) => {
+        const query = new URL(path, "http://x").searchParams;
+        return `${method} ${query.has("uploads") ? "create" : query.has("partNumber") ? "part" : query.has("uploadId") ? "upload" : "object"}`;
+      });
+    assert.deepEqual(calls.filter((c) => c !== "GET upload"), ["POST create", "DELETE upload", "PUT object"], calls.join(", "));
     assert.equal(await garage.multipartUploads(), open, "its own multipart upload was closed");
     await page.close();
   });

@@ -1,5 +1,6 @@
 // Shared by the end-to-end tests: the real server binary, real Chromium, real files.
-import { spawn } from "node:child_process";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, mkdtempSync, openSync, writeSync, closeSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,6 +12,17 @@ import { chromium } from "playwright-core";
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const ARTIFACTS = join(ROOT, "target/e2e");
 mkdirSync(ARTIFACTS, { recursive: true });
+
+/** Whether `command` runs here; when it does not, `t` is skipped, counted as skipped by
+ * scripts/test. scripts/setup installs every such command, so under `CI=true` (a fresh
+ * machine after setup) a missing one fails the test instead of skipping it unseen. */
+export function installed(t, command, args = ["--version"]) {
+  if (spawnSync(command, args, { stdio: "ignore" }).status === 0) return true;
+  const why = `${command} is not installed here (scripts/setup installs it)`;
+  if (process.env.CI === "true") assert.fail(`${why}; under CI=true a missing tool fails`);
+  t.skip(why);
+  return false;
+}
 
 /** Starts target/release/chunkwise-server on a free loopback port (or `listen`) with a
  * fresh data dir (or `dataDir`), serving the demo (or the pages in `www`). */
