@@ -27,7 +27,7 @@ const manifest = {
   files: [
     "index.js", "index.d.ts", "queue.js",
     "chunkwise.js", "chunkwise.d.ts", "chunkwise_bg.wasm", "chunkwise_bg.wasm.d.ts",
-    "snippets/", "README.md", "LICENSE-MIT", "LICENSE-APACHE",
+    "snippets/", "README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE",
   ],
   // Importing has no effect until init() runs; snippets are imported by the glue.
   sideEffects: ["./snippets/*"],

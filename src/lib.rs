@@ -87,7 +87,8 @@ export interface UploadOptions {
   resumeFrom?: string;
   /** Straight to an S3 bucket through the app's own backend, which signs (no
    * chunkwise-server): slice i is part i + 1. Not with `endpoint` or `headers`. */
-  s3?: S3Callbacks;  /** What `endpoint` speaks: "chunkwise" (default, chunkwise-server) or "tus" (tus 1.0:
+  s3?: S3Callbacks;
+  /** What `endpoint` speaks: "chunkwise" (default, chunkwise-server) or "tus" (tus 1.0:
    * tusd, @tus/server, hosted tus services). With "tus", one PATCH at a time per upload (the
    * protocol forbids parallel appends), `metadata` goes as Upload-Metadata, and slices are
    * hashed only when the server announces the sha256 checksum extension. */

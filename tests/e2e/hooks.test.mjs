@@ -1,4 +1,4 @@
-// Hooks with a real receiver that verifies signatures with the README's own snippet: a
+// Hooks with a real receiver that verifies signatures with docs/hooks.md's own snippet: a
 // refused pre-create reaches the page as an UploadError with the hook's status and words;
 // an allowed upload's post-finish arrives, signed, and a tampered event fails the check.
 import { after, before, describe, test } from "node:test";
@@ -13,11 +13,11 @@ import { ROOT, launchChromium, randomFile, sha256File, startServer } from "./sup
 const SECRET = "whsec_e2e";
 const MIB = 1024 * 1024;
 
-/** The README's verification snippet, as a module. */
+/** docs/hooks.md's verification snippet, as a module. */
 async function readmeVerifier() {
-  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const readme = readFileSync(join(ROOT, "docs/hooks.md"), "utf8");
   const code = readme.match(/```js\n(import \{ createHmac[\s\S]*?)```/)?.[1];
-  assert.ok(code, "the README has the verification snippet");
+  assert.ok(code, "docs/hooks.md has the verification snippet");
   const path = join(mkdtempSync(join(tmpdir(), "chunkwise-snippet-")), "verify.mjs");
   writeFileSync(path, code);
   return (await import(pathToFileURL(path).href)).verifyChunkwiseSignature;
@@ -96,7 +96,7 @@ describe("hooks", () => {
     }
   });
 
-  test("post-finish arrives signed for an allowed upload; a tampered event fails the README's check", async () => {
+  test("post-finish arrives signed for an allowed upload; a tampered event fails the docs' check", async () => {
     const file = randomFile(3 * MIB + 1, "finished.bin");
     const outcome = await uploadInPage(file);
     assert.ok(outcome.result, JSON.stringify(outcome));

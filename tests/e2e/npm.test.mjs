@@ -66,15 +66,18 @@ describe("the npm package in a Vite app", () => {
     assert.equal(manifest.exports["."].types, "./index.d.ts");
     const { stdout: listing } = await run("tar", ["-tzf", tarball]);
     for (const file of ["package/index.js", "package/index.d.ts", "package/chunkwise_bg.wasm", "package/README.md",
-                        "package/LICENSE-MIT", "package/LICENSE-APACHE"]) {
+                        "package/CHANGELOG.md", "package/LICENSE-MIT", "package/LICENSE-APACHE"]) {
       assert.ok(listing.split("\n").includes(file), `the tarball holds ${file}`);
     }
     // The license files are the repository's own, byte for byte.
-    for (const name of ["LICENSE-MIT", "LICENSE-APACHE"]) {
+    for (const name of ["CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE"]) {
       const { stdout: shipped } = await run("tar", ["-xOzf", tarball, `package/${name}`]);
       assert.equal(shipped, readFileSync(join(ROOT, name), "utf8"), `${name} is shipped as is`);
     }
     assert.equal(manifest.license, "MIT OR Apache-2.0");
+    // The version the changelog's newest release names is the package's.
+    const released = /^## \[(\d+\.\d+\.\d+)\]/m.exec(readFileSync(join(ROOT, "CHANGELOG.md"), "utf8"))?.[1];
+    assert.equal(manifest.version, released, "package.json's version is CHANGELOG.md's newest release");
   });
 
   test("a strict TypeScript app type-checks against the shipped .d.ts, and wrong options do not", async () => {
