@@ -5,6 +5,7 @@
 // only which files run: at most `maxActiveFiles` at once, in the order they were added, so
 // memory is bounded by the limits, not by the number of files.
 import { UploadGroup } from "./chunkwise.js";
+import { trapped } from "./trap.js";
 
 const QUEUE_OPTIONS = ["maxInFlight", "maxActiveFiles", "metadata", "onProgress", "onFileChange"];
 const NOT_PER_FILE = ["onSlice", "signal", "resumeFrom", "size"];
@@ -197,7 +198,7 @@ export class UploadQueue {
     const total = {
       files: 0, filesDone: 0, filesFailed: 0, filesCancelled: 0,
       bytesTotal: 0, bytesSent: 0, bytesAcknowledged: 0,
-      inFlight: this.#group.inFlight, bytesPerSecond: 0, etaSeconds: null,
+      inFlight: trapped() ? 0 : this.#group.inFlight, bytesPerSecond: 0, etaSeconds: null,
     };
     for (const item of this.#items) {
       total.files += 1;
@@ -309,7 +310,8 @@ export class UploadQueue {
     if (state === "done") item.result = outcome;
     else if (state === "failed") item.error = outcome;
     if (state !== "done") item.progress = { ...item.progress, bytesSent: item.progress.bytesAcknowledged, inFlight: 0 };
-    item.location = item.upload?.location ?? item.location;
+    // After a trap (npm/trap.js) the upload's getters throw; its location is then unknown.
+    if (!trapped()) item.location = item.upload?.location ?? item.location;
     item.upload?.free();
     item.upload = null;
     if (wasRunning) this.#active -= 1;

@@ -25,7 +25,7 @@ const manifest = {
     "./package.json": "./package.json",
   },
   files: [
-    "index.js", "index.d.ts", "queue.js",
+    "index.js", "index.d.ts", "queue.js", "trap.js",
     "chunkwise.js", "chunkwise.d.ts", "chunkwise_bg.wasm", "chunkwise_bg.wasm.d.ts",
     "snippets/", "README.md", "CHANGELOG.md", "LICENSE-MIT", "LICENSE-APACHE",
   ],

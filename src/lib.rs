@@ -201,7 +201,10 @@ export interface UploadResult {
 /** Why an upload failed. */
 export type UploadErrorCode =
   | "network" | "http_status" | "digest_mismatch" | "aborted" | "source_read"
-  | "size_mismatch" | "stalled" | "protocol" | "invalid_state" | "s3_callback";
+  | "size_mismatch" | "stalled" | "protocol" | "invalid_state" | "s3_callback"
+  /** The WebAssembly module trapped (an internal error): nothing runs in it again until
+   * the page or worker reloads. Every pending and later call rejects with this code. */
+  | "crashed";
 
 /** The rejection of `start()`. */
 export interface UploadError extends Error {
@@ -644,3 +647,12 @@ impl Inner {
 // concurrently.
 static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
     unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
+/// Traps the module, as a panic does in the size build. Test builds only (`--features
+/// trap-test`, `scripts/build pkg-trap`): tests/e2e/trap.test.mjs checks that every pending
+/// and later call then rejects with code "crashed" instead of hanging.
+#[cfg(all(feature = "trap-test", target_arch = "wasm32"))]
+#[wasm_bindgen(js_name = trapForTest)]
+pub fn trap_for_test() {
+    core::arch::wasm32::unreachable()
+}

@@ -25,11 +25,12 @@ export function installed(t, command, args = ["--version"]) {
 }
 
 /** Starts target/release/chunkwise-server on a free loopback port (or `listen`) with a
- * fresh data dir (or `dataDir`), serving the demo (or the pages in `www`). */
-export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {}, logs = null, www = join(ROOT, "www") } = {}) {
+ * fresh data dir (or `dataDir`), serving the demo (or the pages in `www`) and the package
+ * at /pkg/ (pkg/, or `pkg`). */
+export async function startServer(extraArgs = [], { listen = "127.0.0.1:0", dataDir = mkdtempSync(join(tmpdir(), "chunkwise-e2e-")), env = {}, logs = null, www = join(ROOT, "www"), pkg = join(ROOT, "pkg") } = {}) {
   const proc = spawn(join(ROOT, "target/release/chunkwise-server"), [
     "--listen", listen, "--data-dir", dataDir,
-    "--www", www, "--pkg", join(ROOT, "pkg"), ...extraArgs,
+    "--www", www, "--pkg", pkg, ...extraArgs,
   ], { stdio: ["ignore", "pipe", logs ? "pipe" : "inherit"], env: { ...process.env, RUST_LOG: "warn", ...env } });
   // `logs`: an array that collects the server's log lines (stderr).
   if (logs) createInterface({ input: proc.stderr }).on("line", (line) => logs.push(line));
