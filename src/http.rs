@@ -699,7 +699,7 @@ impl Transport for HttpTransport {
             .map_err(|e| {
                 protocol_error(
                     response.status(),
-                    format!("bad Location {location:?}: {}", describe_js_error(&e)),
+                    format!("bad Location \"{location}\": {}", describe_js_error(&e)),
                 )
             })?;
         Ok(CreatedUpload { location, created })

@@ -211,7 +211,7 @@ fn choice(options: &JsValue, name: &str, allowed: [&str; 2]) -> Result<usize, Js
     match value.as_string() {
         Some(text) => allowed.iter().position(|a| *a == text).ok_or_else(|| {
             range_error(format!(
-                "{name} must be \"{first}\" or \"{second}\"; got {text:?}"
+                "{name} must be \"{first}\" or \"{second}\"; got \"{text}\""
             ))
         }),
         None => Err(type_error(format!(
@@ -257,7 +257,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
         let key = key.as_string().unwrap_or_default();
         if !KNOWN_OPTIONS.contains(&key.as_str()) {
             return Err(type_error(format!(
-                "unknown option {key:?}; the options are {}",
+                "unknown option \"{key}\"; the options are {}",
                 KNOWN_OPTIONS.join(", ")
             )));
         }
@@ -348,7 +348,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
     for (key, value) in string_map(options, "metadata")? {
         if tus && !crate::tus::is_metadata_key(&key) {
             return Err(type_error(format!(
-                "metadata key {key:?} cannot be sent in tus's Upload-Metadata: a key must be non-empty ASCII without spaces or commas"
+                "metadata key \"{key}\" cannot be sent in tus's Upload-Metadata: a key must be non-empty ASCII without spaces or commas"
             )));
         }
         metadata.insert(key, value);
@@ -393,7 +393,7 @@ pub fn parse_options(options: &JsValue, source: &SourceValue) -> Result<Parsed, 
             if s3.is_some() {
                 if !is_s3_location(&text) {
                     return Err(type_error(format!(
-                        "resumeFrom {text:?} is not the location of an upload made with s3 (upload.location)"
+                        "resumeFrom \"{text}\" is not the location of an upload made with s3 (upload.location)"
                     )));
                 }
                 Some(text)
@@ -436,10 +436,10 @@ fn parse_endpoint(options: &JsValue) -> Result<String, JsValue> {
         Some(base) => Url::new_with_base(&endpoint, &base),
         None => Url::new(&endpoint),
     }
-    .map_err(|_| type_error(format!("endpoint {endpoint:?} is not a valid URL")))?;
+    .map_err(|_| type_error(format!("endpoint \"{endpoint}\" is not a valid URL")))?;
     if !matches!(resolved.protocol().as_str(), "http:" | "https:") {
         return Err(type_error(format!(
-            "endpoint must be an http: or https: URL; got {endpoint:?}"
+            "endpoint must be an http: or https: URL; got \"{endpoint}\""
         )));
     }
     Ok(resolved.href())
@@ -469,7 +469,7 @@ fn resolve_upload(text: &str, endpoint: &str) -> Result<String, JsValue> {
         .map(|u| u.href())
         .map_err(|_| {
             type_error(format!(
-                "resumeFrom {text:?} is neither an upload id nor a URL"
+                "resumeFrom \"{text}\" is neither an upload id nor a URL"
             ))
         })
 }
