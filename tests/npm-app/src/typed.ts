@@ -14,6 +14,7 @@ function explain(code: UploadErrorCode): string {
     case "protocol": return "protocol";
     case "invalid_state": return "twice";
     case "s3_callback": return "the app's S3 callback failed";
+    case "crashed": return "reload the page";
     default: {
       const unknown: never = code; // every code is handled: the union is exhaustive
       return unknown;
