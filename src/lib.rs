@@ -143,6 +143,9 @@ export interface PreviousUpload {
   createdAt: number;
   /** What the server holds now, or null when it could not be asked. */
   bytesReceived: number | null;
+  /** Another tab or worker of this site is uploading it now (its `start()` here would
+   * reject with code "busy" until that one ends). */
+  uploading: boolean;
 }
 
 /** Progress. */
@@ -204,7 +207,10 @@ export type UploadErrorCode =
   | "size_mismatch" | "stalled" | "protocol" | "invalid_state" | "s3_callback"
   /** The WebAssembly module trapped (an internal error): nothing runs in it again until
    * the page or worker reloads. Every pending and later call rejects with this code. */
-  | "crashed";
+  | "crashed"
+  /** Another tab or worker of this site is uploading the same file to the same endpoint
+   * now (with `resume` on, an upload holds a Web Lock on it while it runs). */
+  | "busy";
 
 /** The rejection of `start()`. */
 export interface UploadError extends Error {
@@ -317,6 +323,7 @@ impl Upload {
                     "size",
                     "chunkSize",
                     "createdAt",
+                    "uploading",
                 ] {
                     js_sys::Reflect::set(
                         &entry,
@@ -453,6 +460,17 @@ impl Events for JsEvents {
     }
 }
 
+fn busy() -> UploadError {
+    UploadError {
+        code: ErrorCode::Busy,
+        status: None,
+        message: "another tab or worker of this site is uploading this file to this endpoint now; \
+                  start() again once it has ended (its upload is then resumed), or pass \
+                  resume: false to send a second, separate copy"
+            .into(),
+    }
+}
+
 fn aborted() -> UploadError {
     UploadError {
         code: ErrorCode::Aborted,
@@ -504,6 +522,15 @@ impl Inner {
                 .await
                 .ok(),
             _ => None,
+        };
+        // One upload of a file to an endpoint at a time, across tabs and workers: held
+        // until this function returns.
+        let _lock = match &resume_key {
+            Some(key) => match key.lock().await {
+                Some(lock) => Some(lock),
+                None => return Err(interop::error_to_js(&busy())),
+            },
+            None => None,
         };
         let remembered = match (&parsed.resume_from, &resume_key) {
             (Some(_), _) | (None, None) => None,

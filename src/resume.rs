@@ -24,6 +24,20 @@ extern "C" {
     fn resume_delete(key: &str) -> Promise;
     #[wasm_bindgen(js_name = resumeEntries)]
     fn resume_entries() -> Promise;
+    #[wasm_bindgen(js_name = lockUpload)]
+    fn lock_upload(key: &str) -> Promise;
+}
+
+/// The Web Lock on one file's upload to one endpoint, held across tabs and workers while
+/// the upload runs; released when dropped (or by the browser when the tab goes away).
+pub struct UploadLock(Option<js_sys::Function>);
+
+impl Drop for UploadLock {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            let _ = release.call0(&JsValue::UNDEFINED);
+        }
+    }
 }
 
 /// What identifies one file's upload to one endpoint.
@@ -100,6 +114,17 @@ impl ResumeKey {
         wasm_bindgen_futures::spawn_local(async move {
             let _ = JsFuture::from(promise).await;
         });
+    }
+
+    /// Takes the lock on this upload, or `None` when another tab or worker of this site
+    /// holds it now. Where the browser has no Web Locks (an insecure context), a lock that
+    /// holds nothing: there is nothing to coordinate with.
+    pub async fn lock(&self) -> Option<UploadLock> {
+        match JsFuture::from(lock_upload(&self.key)).await {
+            Ok(release) if release.is_null() => None,
+            Ok(release) => Some(UploadLock(release.dyn_into().ok())),
+            Err(_) => Some(UploadLock(None)),
+        }
     }
 
     /// Forgets this key.

@@ -208,6 +208,8 @@ pub enum ErrorCode {
     Protocol,
     /// One of the app's `s3` callbacks threw, rejected or answered in a wrong shape.
     S3Callback,
+    /// Another tab or worker is uploading the same file to the same endpoint now.
+    Busy,
 }
 
 impl ErrorCode {
@@ -223,6 +225,7 @@ impl ErrorCode {
             ErrorCode::Stalled => "stalled",
             ErrorCode::Protocol => "protocol",
             ErrorCode::S3Callback => "s3_callback",
+            ErrorCode::Busy => "busy",
         }
     }
 }

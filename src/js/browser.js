@@ -246,7 +246,34 @@ export function resumeDelete(key) {
   return run("readwrite", (store) => store.delete(key));
 }
 
+// ---- One upload of a file at a time, across tabs and workers ------------------------
+// A Web Lock (https://w3c.github.io/web-locks/) named by the upload's resume key is held
+// for as long as the upload runs, so that two tabs or workers of one site that pick the same
+// file for the same endpoint never send its slices at once. The browser releases it when
+// the upload ends, and when its tab or worker goes away (a reload, a crash).
+const lockName = (key) => `chunkwise:${key}`;
+const locks = () => globalThis.navigator?.locks;
+
+/** Resolves with a function that releases the lock on `key` once it is held; with null
+ * when another context holds it now; with undefined where there are no Web Locks
+ * (insecure contexts, old browsers): nothing to coordinate with then. */
+export function lockUpload(key) {
+  if (!locks()) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    locks()
+      .request(lockName(key), { ifAvailable: true }, (lock) => (lock ? new Promise((release) => resolve(release)) : resolve(null)))
+      .catch(() => resolve(undefined));
+  });
+}
+
 export async function resumeEntries() {
+  let held = [];
+  try { held = (await locks()?.query())?.held ?? []; } catch {}
+  const uploading = new Set(held.map((lock) => lock.name));
+  return (await storedEntries()).map(({ key, value }) => ({ key, value: { ...value, uploading: uploading.has(lockName(key)) } }));
+}
+
+async function storedEntries() {
   const db = await open();
   if (!db) return [];
   return new Promise((resolve) => {

@@ -15,6 +15,7 @@ function explain(code: UploadErrorCode): string {
     case "invalid_state": return "twice";
     case "s3_callback": return "the app's S3 callback failed";
     case "crashed": return "reload the page";
+    case "busy": return "another tab is uploading it";
     default: {
       const unknown: never = code; // every code is handled: the union is exhaustive
       return unknown;
