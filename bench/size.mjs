@@ -9,10 +9,13 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
+import { launchChromium, serveStatic } from "../tests/e2e/support.mjs";
+import { median } from "./support.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
-const { values: args, positionals } = (await import("node:util")).parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "9" } } });
+const { values: args, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "9" } } });
 const pkg = resolve(positionals[0] ?? join(ROOT, "pkg"));
 const app = join(ROOT, "target/size-app");
 mkdirSync(join(app, "src"), { recursive: true });
@@ -50,24 +53,9 @@ for (const r of rows) console.log(`  ${r.name.padEnd(24)} ${String(r.raw).padSta
 console.log(`  total: ${kb(sum("all", "gzip"))} gzip (wasm ${kb(sum(".wasm", "gzip"))}, JS ${kb(sum(".js", "gzip"))}); wasm ${sum(".wasm", "raw")} B raw`);
 
 // ---- what loading costs ----
-const { chromium } = await import("playwright-core");
-const { createServer } = await import("node:http");
-const { extname } = await import("node:path");
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
-const dist = join(app, "dist");
-const site = createServer((req, res) => {
-  const path = join(dist, new URL(req.url, "http://x").pathname.replace(/\/$/, "/index.html"));
-  let body;
-  try { body = readFileSync(path); } catch { return res.writeHead(404).end(); }
-  res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "application/octet-stream" }).end(body);
-});
-await new Promise((ok) => site.listen(0, "127.0.0.1", ok));
-const url = `http://127.0.0.1:${site.address().port}/`;
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const site = await serveStatic(join(app, "dist"));
+const url = `${site.url}/`;
+const browser = await launchChromium();
 console.log(`\nloading it in Chromium, median of ${args.runs} loads with an empty cache each:`);
 for (const throttle of [1, 4]) {
   const page = [], initMs = [];

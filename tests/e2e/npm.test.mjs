@@ -5,32 +5,14 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { cpSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createServer } from "node:http";
-import { extname, join } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
-import { ROOT, launchChromium, randomFile, sha256File, startServer, watchErrors } from "./support.mjs";
+import { ROOT, launchChromium, randomFile, serveStatic, sha256File, startServer, watchErrors } from "./support.mjs";
 
 const run = promisify(execFile);
 const APP = join(ROOT, "target/npm-app");
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
-
-/** Serves `dir` statically on a free loopback port: the app's own origin. */
-async function serveStatic(dir) {
-  const server = createServer((req, res) => {
-    const path = join(dir, new URL(req.url, "http://x").pathname.replace(/\/$/, "/index.html"));
-    if (!path.startsWith(dir)) return res.writeHead(403).end();
-    try {
-      const body = readFileSync(path);
-      res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "application/octet-stream" }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
-}
 
 describe("the npm package in a Vite app", () => {
   let tarball, api, site, browser, page, errors;

@@ -2,9 +2,10 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, mkdtempSync, openSync, writeSync, closeSync, mkdirSync } from "node:fs";
+import { createReadStream, mkdtempSync, openSync, readFileSync, writeSync, closeSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { extname, join, resolve } from "node:path";
+import { createServer } from "node:http";
 import net from "node:net";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -77,6 +78,24 @@ export async function freePort() {
   const { port } = server.address();
   await new Promise((ok) => server.close(ok));
   return port;
+}
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
+
+/** Serves `dir` statically on a free loopback port: the app's own origin. */
+export async function serveStatic(dir) {
+  const server = createServer((req, res) => {
+    const path = join(dir, new URL(req.url, "http://x").pathname.replace(/\/$/, "/index.html"));
+    if (!path.startsWith(dir)) return res.writeHead(403).end();
+    try {
+      const body = readFileSync(path);
+      res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "application/octet-stream" }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
 }
 
 /** Debian's Chromium, headless, with the flags this closed network needs. */
