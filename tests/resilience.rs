@@ -25,7 +25,9 @@ export function stallingBlob(blob, stalls) {
     stream() {
       fake.calls += 1;
       if (fake.calls > stalls) return blob.stream();
-      return new ReadableStream({ type: "bytes", pull: () => new Promise(() => {}) });
+      // A byte stream where the engine has them (WebKitGTK 2.50 has not: a default one).
+      const pull = () => new Promise(() => {});
+      try { return new ReadableStream({ type: "bytes", pull }); } catch { return new ReadableStream({ pull }); }
     },
   };
   return fake;

@@ -174,6 +174,9 @@ fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site
                     },
                 ),
         )
+        // An answer given before the body was read waits for the rest of it (bounded; see
+        // linger.rs), inside the body idle timeout, so that Firefox reads the answer.
+        .layer(middleware::from_fn(crate::linger::linger))
         .layer(RequestBodyTimeoutLayer::new(site.body_idle_timeout))
         .layer(middleware::from_fn(refuse_overloaded))
         .layer(middleware::from_fn_with_state(metrics, count_in_flight))

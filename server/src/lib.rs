@@ -6,6 +6,7 @@ pub mod app;
 pub mod error;
 pub mod faults;
 pub mod hooks;
+mod linger;
 pub mod metrics;
 pub mod serve;
 pub mod store;

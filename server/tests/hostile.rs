@@ -549,3 +549,66 @@ async fn fault_injection_sits_behind_the_token() {
         .unwrap();
     assert_eq!(create.status(), 401);
 }
+
+/// Reads one answer (its head, and a body of its Content-Length) from `stream`.
+async fn read_answer(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<String> {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    answer.extend(body);
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Firefox drops an answer whose connection is reset under it: a refusal given before a
+/// large body was read must still reach the client whole, on a connection that stays open.
+#[tokio::test]
+async fn a_refusal_before_a_large_body_was_read_arrives_and_the_connection_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &[]);
+    let mut stream = TcpStream::connect(addr(&base)).await.unwrap();
+    let body = bytes(8 * MIB, 3);
+    let head = format!(
+        "PUT /uploads/AAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        addr(&base),
+        body.len()
+    );
+    let (mut reader, mut writer) = stream.split();
+    let (sent, answer) = tokio::time::timeout(PROMPTLY, async {
+        tokio::join!(
+            async {
+                writer.write_all(head.as_bytes()).await?;
+                writer.write_all(&body).await
+            },
+            read_answer(&mut reader)
+        )
+    })
+    .await
+    .expect("an answer within the bound");
+    sent.expect("the whole body was taken, not cut by a reset");
+    let answer = answer.expect("the answer arrived whole");
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert!(!answer.to_lowercase().contains("connection: close"), "{answer}");
+    // The same connection serves the next request.
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&base)).as_bytes())
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(PROMPTLY, read_answer(&mut stream))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+}

@@ -19,6 +19,7 @@ window.begin = (source, options) => {
   window.__upload = new Upload(source, { ...options, onProgress: (p) => { window.__log.push([p.bytesSent, p.bytesAcknowledged]); } });
   window.__outcome = window.__upload.start().then((result) => ({ result }), (error) => ({ error: plain(error) }));
 };
+window.previous = () => Upload.findPrevious(window.files()[0]);
 window.queue = async (endpoint) => {
   const queue = new UploadQueue({ endpoint, maxInFlight: 3 });
   queue.add(window.files());

@@ -1,7 +1,7 @@
 // The scenarios every browser engine runs (tests/e2e/firefox.test.mjs, webkit.test.mjs),
 // through a small driver each engine's test provides:
 //   { goto(url), run(fn, ...args), waitFor(fn), setFiles(css, paths), click(css), reload(),
-//     newTab() -> back(), stop() }
+//     tab() -> id, newTab() -> id (and switches to it), switchTo(id), closeTab(), stop() }
 // `run` evaluates an async function's source in the current tab. Against the real server,
 // with the page and the API on two origins; every stored file is compared with its source
 // by SHA-256.
@@ -9,9 +9,11 @@ import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { randomFile, sha256File, startServer } from "./support.mjs";
+import { installed, randomFile, sha256File, startServer } from "./support.mjs";
 import { startLinkProxy } from "./link-proxy.mjs";
 import { pageDir } from "./engine-page.mjs";
+import { startGarage } from "./garage.mjs";
+import { startTus } from "./tus.mjs";
 
 const MIB = 1024 * 1024;
 
@@ -44,7 +46,7 @@ export function describeEngine(name, start, expect = {}) {
       const link = await startLinkProxy(api.port, settings);
       try { await body(`${link.url}/uploads`, link); } finally { link.close(); }
     }
-    const it = (title, body) => test(title, (t) => (driver ? body() : t.skip(`no ${name} here`)));
+    const it = (title, body) => test(title, (t) => (driver ? body(t) : t.skip(`no ${name} here`)));
 
     it("a 40 MiB + 1 file: verified, bytes shown as they leave, stored byte-identical", async () => {
       const file = randomFile(40 * MIB + 1, "engine-large.bin");
@@ -152,21 +154,136 @@ export function describeEngine(name, start, expect = {}) {
       });
     });
 
-    it("the same file in a second tab is refused with code busy (Web Locks)", async () => {
+    it("a server killed with SIGKILL mid-upload and started again: the same upload goes on", async () => {
+      const file = randomFile(24 * MIB + 1, "engine-kill.bin");
+      let own = await startServer(["--allowed-origin", site.url, "--enable-fault-injection"]);
+      const { port, dataDir } = own;
+      const link = await startLinkProxy(port, { upBitsPerSecond: 64e6, rttMs: 10 });
+      try {
+        await open([file]);
+        await begin(`${link.url}/uploads`, { chunkSize: MIB, maxInFlight: 4, resume: false });
+        await driver.waitFor(() => (window.__log.at(-1)?.[1] ?? 0) >= 6 * 1024 * 1024);
+        await own.kill9();
+        await new Promise((r) => setTimeout(r, 1500));
+        own = await startServer(["--allowed-origin", site.url, "--enable-fault-injection"], { listen: `127.0.0.1:${port}`, dataDir });
+        const done = await outcome();
+        assert.ok(done.result, JSON.stringify(done.error));
+        assert.equal(done.result.verified, true);
+        assert.equal(await sha256File(join(dataDir, "files", done.result.id)), file.sha256);
+        // The restarted server was sent only what it did not hold: at least 6 of the 25
+        // slices were stored before the kill, and at most 4 were in flight then.
+        const seen = await (await fetch(`${own.url}/_test/requests`)).json();
+        assert.ok(seen.PUT <= 25 - 6 + 4, `the upload went on, not over: ${JSON.stringify(seen)}`);
+      } finally {
+        link.close();
+        await own.stop();
+      }
+    });
+
+    it("direct to an S3-compatible store (Garage): the bucket holds the file", async (t) => {
+      if (!installed(t, "garage")) return;
+      const garage = await startGarage();
+      const signer = await startServer(["--s3-endpoint", garage.endpoint, "--s3-region", "garage", "--s3-bucket", garage.bucket, "--allowed-origin", site.url], {
+        env: { AWS_ACCESS_KEY_ID: garage.accessKeyId, AWS_SECRET_ACCESS_KEY: garage.secretAccessKey },
+      });
+      try {
+        await garage.allowOrigin(site.url);
+        const file = randomFile(20 * MIB + 1, "engine-s3.bin");
+        await open([file]);
+        await begin(`${signer.url}/uploads`, { resume: false });
+        const done = await outcome();
+        assert.ok(done.result, JSON.stringify(done.error));
+        assert.equal(done.result.verified, true, "every part checked by the store");
+        assert.deepEqual(await garage.object(done.result.id.split(".")[0]), { sha256: file.sha256, size: 20 * MIB + 1 });
+        assert.equal(await garage.multipartUploads(), 0, "no multipart upload left open");
+      } finally {
+        await signer.stop();
+        await garage.stop();
+      }
+    });
+
+    it('protocol: "tus" to @tus/server: the file it holds is the source', async () => {
+      const tus = await startTus();
+      try {
+        const file = randomFile(10 * MIB + 3, "engine-tus.bin");
+        await open([file]);
+        await begin(tus.endpoint, { protocol: "tus", chunkSize: 4 * MIB, resume: false });
+        const done = await outcome();
+        assert.ok(done.result, JSON.stringify(done.error));
+        assert.equal(await sha256File(tus.file(done.result.location)), file.sha256);
+        assert.equal(tus.requests("PATCH").length, 3, "three 4 MiB PATCHes, each once");
+      } finally {
+        tus.stop();
+      }
+    });
+
+    // Web Locks: one upload of a resume record at a time, counted at the link in front of
+    // the server.
+    it("the same file in a second tab is refused with code busy and sends nothing", async () => {
       const file = randomFile(12 * MIB, "engine-tabs.bin");
       await throughLink({ upBitsPerSecond: 32e6, rttMs: 10 }, async (to, link) => {
         await open([file]);
+        const first = await driver.tab();
         await begin(to);
         await driver.waitFor(() => (window.__log.at(-1)?.[0] ?? 0) > 0);
-        const back = await driver.newTab();
+        await driver.newTab();
         await open([file]);
+        const listed = await driver.run(() => window.previous());
+        assert.equal(listed.length, 1, JSON.stringify(listed));
+        assert.equal(listed[0].uploading, true, "findPrevious shows the upload the other tab runs");
         await begin(to);
         assert.equal((await outcome()).error?.code, "busy");
-        await back();
+        await driver.closeTab();
+        await driver.switchTo(first);
         const done = await outcome();
         assert.ok(done.result, JSON.stringify(done.error));
         assert.equal(await stored(done.result.id), file.sha256);
         assert.equal(link.counts().PUT, 2, "two 8 MiB slices, each once: the second tab sent none");
+      });
+    });
+
+    it("a reload of the uploading tab releases its lock: the other tab resumes the same upload", async () => {
+      const file = randomFile(12 * MIB + 1, "engine-tab-reload.bin");
+      const options = { chunkSize: MIB, maxInFlight: 2 };
+      await throughLink({ upBitsPerSecond: 16e6, rttMs: 20 }, async (to, link) => {
+        await open([file]);
+        const first = await driver.tab();
+        await begin(to, options);
+        await driver.waitFor(() => (window.__log.at(-1)?.[1] ?? 0) >= 2 * 1024 * 1024);
+        const location = await driver.run(() => window.__upload.location);
+        const second = await driver.newTab();
+        await open([file]);
+        await begin(to, options);
+        assert.equal((await outcome()).error?.code, "busy");
+        await driver.switchTo(first);
+        await open([], { reload: true });
+        await driver.switchTo(second);
+        link.reset();
+        await begin(to, options);
+        const done = await outcome();
+        assert.ok(done.result, JSON.stringify(done.error));
+        assert.equal(done.result.location, location, "the same upload went on");
+        assert.ok(done.result.resumedSlices >= 2, `resumed ${done.result.resumedSlices} slices`);
+        assert.equal(await stored(done.result.id), file.sha256);
+        assert.equal(link.counts().POST, 1, `no new upload, one complete: ${JSON.stringify(link.counts())}`);
+        assert.ok(link.counts().PUT <= 13 - done.result.resumedSlices + 2, `only the missing slices (and those the reload cut): ${JSON.stringify(link.counts())}`);
+        await driver.closeTab();
+        await driver.switchTo(first);
+      });
+    });
+
+    it("a worker beside the uploading tab is refused with code busy", async () => {
+      const file = randomFile(6 * MIB, "engine-tab-worker.bin");
+      await throughLink({ upBitsPerSecond: 16e6, rttMs: 20 }, async (to, link) => {
+        await open([file]);
+        await begin(to, { chunkSize: MIB, maxInFlight: 2 });
+        await driver.waitFor(() => (window.__log.at(-1)?.[1] ?? 0) >= 1024 * 1024);
+        const fromWorker = await driver.run((to) => window.inWorker(to), to);
+        assert.equal(fromWorker.error?.code, "busy", JSON.stringify(fromWorker));
+        const done = await outcome();
+        assert.ok(done.result, JSON.stringify(done.error));
+        assert.equal(await stored(done.result.id), file.sha256);
+        assert.equal(link.counts().PUT, 6, `each 1 MiB slice once: ${JSON.stringify(link.counts())}`);
       });
     });
 

@@ -9,7 +9,9 @@ const FIREFOX = "/usr/bin/firefox-esr";
 describeEngine("Firefox", async () => {
   if (!installed(null, FIREFOX)) return null;
   const browser = await puppeteer.launch({ browser: "firefox", executablePath: FIREFOX, headless: true });
-  let page = await browser.newPage();
+  // The tabs by id; `page` is the current one.
+  const pages = [await browser.newPage()];
+  let page = pages[0];
   return {
     goto: (url) => page.goto(url),
     run: (fn, ...args) => page.evaluate(`(${fn})(...${JSON.stringify(args)})`),
@@ -17,11 +19,13 @@ describeEngine("Firefox", async () => {
     setFiles: async (css, paths) => (await page.$(css)).uploadFile(...paths),
     click: (css) => page.click(css),
     reload: () => page.reload(),
+    tab: () => pages.indexOf(page),
     async newTab() {
-      const previous = page;
       page = await browser.newPage();
-      return async () => { await page.close(); page = previous; };
+      return pages.push(page) - 1;
     },
+    switchTo: (id) => { page = pages[id]; },
+    closeTab: () => page.close(),
     stop: () => browser.close(),
   };
 });

@@ -63,14 +63,16 @@ export async function startWebKit() {
       const element = await call("POST", `${at}/element`, { using: "css selector", value: css });
       await call("POST", `${at}/element/${Object.values(element)[0]}/click`, {});
     },
-    /** Opens a new tab and switches to it; resolves with its handle and the previous one's. */
+    /** The current tab's handle. */
+    tab: () => call("GET", `${at}/window`),
+    /** Opens a new tab and switches to it; resolves with its handle. */
     async newTab() {
-      const previous = await call("GET", `${at}/window`);
       const { handle } = await call("POST", `${at}/window/new`, { type: "tab" });
       await call("POST", `${at}/window`, { handle });
-      return { handle, previous };
+      return handle;
     },
     switchTo: (handle) => call("POST", `${at}/window`, { handle }),
+    /** Closes the current tab (switch to another before the next call). */
     closeTab: () => call("DELETE", `${at}/window`),
     async stop() {
       await call("DELETE", at).catch(() => {});

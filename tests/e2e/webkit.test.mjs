@@ -8,12 +8,5 @@ import { startWebKit } from "./webdriver.mjs";
 
 describeEngine("WebKit", async () => {
   if (!installed(null, "WebKitWebDriver", null) || !installed(null, "Xvfb", null)) return null;
-  const webkit = await startWebKit();
-  return {
-    ...webkit,
-    async newTab() {
-      const { previous } = await webkit.newTab();
-      return async () => { await webkit.closeTab(); await webkit.switchTo(previous); };
-    },
-  };
+  return startWebKit();
 }, { byob: false });
