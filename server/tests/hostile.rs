@@ -600,7 +600,10 @@ async fn a_refusal_before_a_large_body_was_read_arrives_and_the_connection_stays
     let answer = answer.expect("the answer arrived whole");
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
-    assert!(!answer.to_lowercase().contains("connection: close"), "{answer}");
+    assert!(
+        !answer.to_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     // The same connection serves the next request.
     stream
         .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&base)).as_bytes())
