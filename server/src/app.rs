@@ -82,6 +82,9 @@ pub struct Site {
     /// A request body none of whose bytes arrives for this long is cut off (`408`): the
     /// slice it carried, and the file it was written to, are released.
     pub body_idle_timeout: std::time::Duration,
+    /// A body must bring this many bytes a second, after its first body idle timeout
+    /// (see [`crate::pace`]); 0 turns the bound off.
+    pub body_min_rate: u64,
 }
 
 /// The default of [`Site::body_idle_timeout`]: far above the gaps of a slow but moving
@@ -97,6 +100,7 @@ impl Default for Site {
             allowed_origins: Vec::new(),
             faults: None,
             body_idle_timeout: BODY_IDLE_TIMEOUT,
+            body_min_rate: crate::pace::MIN_RATE,
         }
     }
 }
@@ -176,7 +180,18 @@ fn wrap(api: Router, token: Option<Arc<str>>, metrics: Arc<Metrics>, site: &Site
         )
         // An answer given before the body was read waits for the rest of it (bounded; see
         // linger.rs), inside the body idle timeout, so that Firefox reads the answer.
-        .layer(middleware::from_fn(crate::linger::linger))
+        .layer(middleware::from_fn(crate::linger::linger));
+    let router = match site.body_min_rate {
+        0 => router,
+        min_rate => router.layer(middleware::from_fn_with_state(
+            crate::pace::Pace {
+                grace: site.body_idle_timeout,
+                min_rate,
+            },
+            crate::pace::pace,
+        )),
+    };
+    let router = router
         .layer(RequestBodyTimeoutLayer::new(site.body_idle_timeout))
         .layer(middleware::from_fn(refuse_overloaded))
         .layer(middleware::from_fn_with_state(metrics, count_in_flight))
@@ -640,6 +655,9 @@ fn slice_body(body: Body) -> SliceBody {
         while let Some(e) = source {
             if e.is::<tower_http::timeout::TimeoutError>() {
                 return BodyError::TimedOut;
+            }
+            if let Some(slow) = e.downcast_ref::<crate::pace::TooSlow>() {
+                return BodyError::TooSlow(slow.to_string());
             }
             source = e.source();
         }

@@ -8,6 +8,7 @@ pub mod faults;
 pub mod hooks;
 mod linger;
 pub mod metrics;
+pub mod pace;
 pub mod serve;
 pub mod store;
 

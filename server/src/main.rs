@@ -111,6 +111,11 @@ struct Cli {
     /// A request body none of whose bytes arrives for this long is cut off (e.g. 60s).
     #[arg(long, env = "CHUNKWISE_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_idle_timeout: Duration,
+    /// The least rate of a request body, in bytes per second, after its first body idle
+    /// timeout: a body gets one more second for every this many bytes (Apache's MinRate);
+    /// slower ones are cut off (408). 0 turns it off.
+    #[arg(long, env = "CHUNKWISE_BODY_MIN_RATE", default_value_t = chunkwise_server::pace::MIN_RATE)]
+    body_min_rate: u64,
     /// Connections served at once; more are answered 503 with Retry-After. By default
     /// as many as the open files limit (raised to its hard limit at start) allows.
     #[arg(long, env = "CHUNKWISE_MAX_CONNECTIONS")]
@@ -316,6 +321,7 @@ fn site(cli: &Cli) -> Site {
         allowed_origins: cli.allowed_origins.clone(),
         faults,
         body_idle_timeout: cli.body_idle_timeout,
+        body_min_rate: cli.body_min_rate,
     }
 }
 
@@ -373,6 +379,7 @@ async fn serve<B: Backend>(
         max_connections = limits.max_connections,
         header_timeout = ?limits.header_timeout,
         body_idle_timeout = ?site.body_idle_timeout,
+        body_min_rate = site.body_min_rate,
         "connection limits"
     );
     // Requests in flight get a moment to finish after SIGTERM, not forever: a slice

@@ -99,7 +99,10 @@ async fn put_partial(
 }
 
 /// Reads what the server sends until it closes the connection (or `within` passes).
-async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+async fn read_until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: Duration,
+) -> Option<String> {
     let mut answer = Vec::new();
     match tokio::time::timeout(within, stream.read_to_end(&mut answer)).await {
         Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
@@ -614,4 +617,37 @@ async fn a_refusal_before_a_large_body_was_read_arrives_and_the_connection_stays
         .unwrap()
         .unwrap();
     assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+}
+
+/// A body trickled a byte at a time never goes idle, so only the least rate ends it.
+#[tokio::test]
+async fn a_body_trickled_below_the_least_rate_is_cut_off_and_the_slice_stays_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &["--body-idle-timeout", "2s"]);
+    let source = bytes(64 * 1024, 5);
+    let location = create(&base, json!({"chunkSize": 64 * 1024, "size": source.len()})).await;
+    let stream = put_partial(&base, &location, 0, &source, 0).await;
+    let (mut reader, mut writer) = stream.into_split();
+    // One byte every 100 ms: never idle for the 2 s the idle timeout waits.
+    let trickle = tokio::spawn(async move {
+        for byte in source[..200].iter() {
+            if writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let began = std::time::Instant::now();
+    let answer = read_until_closed(&mut reader, PROMPTLY)
+        .await
+        .expect("the trickled body is still open");
+    let took = began.elapsed();
+    trickle.abort();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_too_slow"), "{answer}");
+    assert!(answer.contains("slower than 500 bytes/s"), "{answer}");
+    // The grace (2 s) and the few milliseconds its bytes earned, not the trickle's 20 s.
+    assert!(took < Duration::from_secs(6), "cut off after {took:?}");
+    let source = bytes(64 * 1024, 5);
+    assert_eq!(put(&base, &location, 0, &source).await.0, 204);
 }

@@ -104,6 +104,9 @@ pub enum BodyError {
     /// No byte arrived for longer than the server waits.
     #[error("no byte of the body arrived for too long")]
     TimedOut,
+    /// Bytes kept arriving, but slower than the server's least rate.
+    #[error("{0}")]
+    TooSlow(String),
     /// The client's connection failed or closed mid-body.
     #[error("the body was cut off: {0}")]
     Cut(String),

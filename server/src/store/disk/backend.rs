@@ -229,6 +229,11 @@ fn body_error(received: u64, error: BodyError) -> StoreError {
             "body_timeout",
             format!("no byte of the body arrived for too long; {received} bytes were read"),
         ),
+        BodyError::TooSlow(why) => StoreError::new(
+            ErrorKind::TimedOut,
+            "body_too_slow",
+            format!("{why}; {received} bytes were read"),
+        ),
         BodyError::Cut(why) => StoreError::invalid(
             "body_incomplete",
             format!("the slice body was cut off after {received} bytes: {why}"),
