@@ -9,8 +9,8 @@
 //! 4 MiB slice: measured, the 400 of a 256 KiB body arrives, the 400 of a 4 MiB body is
 //! "NetworkError"). The client then retries what it should have given up on, with the
 //! wrong words. So the rest is read first: at most [`LINGER_BYTES`], for at most
-//! [`LINGER_TIME`] (and the body idle timeout, which wraps the body this reads). Past
-//! either bound the answer says `Connection: close`, as before. HTTP/2 needs none of this:
+//! [`LINGER_TIME`], with no gap longer than [`LINGER_IDLE`]. Past any bound the answer
+//! says `Connection: close`, as before. HTTP/2 needs none of this:
 //! a stream's unread body is ended with `RST_STREAM(NO_ERROR)` after the answer, which
 //! browsers read as the end of the request.
 
@@ -31,6 +31,11 @@ use http_body::{Body as _, Frame, SizeHint};
 pub const LINGER_BYTES: u64 = 256 << 20;
 /// The longest an answer waits for an unread body (nginx's `lingering_time` is 30 s).
 pub const LINGER_TIME: Duration = Duration::from_secs(30);
+/// The longest an answer waits for the next bytes of an unread body (nginx's
+/// `lingering_timeout` is 5 s): a client that stopped sending (an attempt superseded by its
+/// retry, a dead peer) gets its answer this long after its last byte, with the connection
+/// closed.
+pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// The request's body, shared with [`linger`], which reads what the handler left of it.
 struct Shared(Arc<Mutex<Option<Body>>>);
@@ -86,12 +91,16 @@ pub async fn linger(request: Request, next: Next) -> Response {
 /// Reads `body` to its end and drops it; false if it failed or held more than `limit`.
 async fn read_to_end(mut body: Body, limit: u64) -> bool {
     let mut read = 0u64;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let Ok(frame) = frame else { return false };
+    loop {
+        let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let frame = match tokio::time::timeout(LINGER_IDLE, next).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => return true,
+            Ok(Some(Err(_))) | Err(_) => return false,
+        };
         read += frame.data_ref().map_or(0, |d| d.len() as u64);
         if read > limit {
             return false;
         }
     }
-    true
 }

@@ -8,14 +8,21 @@
 //!   ([`crate::app::Site::body_idle_timeout`]);
 //! - a connection whose peer vanished (no FIN, no RST): TCP keepalive probes find it,
 //!   and HTTP/2 pings, when nothing else would;
-//! - connections past [`ConnLimits::max_connections`] are still served, but only
-//!   `/healthz` and a `503` with `Retry-After` for everything else; past the overflow
-//!   reserve they are closed at once, so the process never runs out of descriptors.
+//! - connections past [`ConnLimits::max_connections`] first make room: the full
+//!   connection that has read the fewest bytes a second over its life, if it is older
+//!   than [`EVICTABLE_AFTER`], is closed, and the new one is served in its place (a
+//!   trickle, or an idle kept-alive connection, gives way to a client with work to do);
+//! - when none can make room, they are still served, but only `/healthz` and a `503`
+//!   with `Retry-After` for everything else; past the overflow reserve they are closed
+//!   at once, so the process never runs out of descriptors.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::ConnectInfo;
@@ -23,7 +30,10 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 /// How much the public listener lets connections hold.
@@ -48,6 +58,10 @@ pub struct ConnLimits {
 /// layer answers it `503` with `Retry-After` (except `/healthz`) and closes it.
 #[derive(Clone, Copy, Debug)]
 pub struct Overloaded;
+
+/// A full connection younger than this never makes room for a new one: it has not had
+/// the time to show its pace.
+pub const EVICTABLE_AFTER: Duration = Duration::from_secs(5);
 
 /// File descriptors kept for what is not a connection: data files of slices being written
 /// (at most one per connection, counted in the budget), journals, the hook outbox, static
@@ -114,6 +128,7 @@ pub async fn serve(
         .with_time(limits.keepalive)
         .with_interval(limits.keepalive_interval)
         .with_retries(4);
+    let live = Live::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -139,7 +154,8 @@ pub async fn serve(
             drop(stream);
             continue;
         }
-        let overloaded = held.n > limits.max_connections;
+        // Past the budget, the slowest full connection makes room when one may.
+        let overloaded = held.n > limits.max_connections && !live.evict_slowest();
         let sock = socket2::SockRef::from(&stream);
         let _ = sock.set_tcp_keepalive(&keepalive);
         let _ = stream.set_nodelay(true);
@@ -162,20 +178,33 @@ pub async fn serve(
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        // Full connections are listed, so that they can be asked to make room.
+        let listed = (!overloaded).then(|| live.add());
         tokio::spawn(async move {
             let _held = held;
-            // HTTP/1's header timeout starts once the version is known, which takes a first
-            // byte: a connection that never sends one is closed after the same time.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(1..)) => {}
-                _ => return,
-            }
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            let (read, evicted) = match &listed {
+                Some(listed) => (listed.read.clone(), listed.evict.clone()),
+                None => (Arc::default(), Arc::new(Notify::new())),
+            };
+            let served = async {
+                // HTTP/1's header timeout starts once the version is known, which takes a
+                // first byte: a connection that never sends one is closed after the same time.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(1..)) => {}
+                    _ => return,
+                }
+                let io = TokioIo::new(Counted { stream, read });
+                let connection = builder.serve_connection(io, service).into_owned();
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = evicted.notified() => {
+                    tracing::info!(%peer, "closed the slowest connection to make room for a new one");
+                }
             }
         });
     }
@@ -211,5 +240,138 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
         self.open.dec();
+    }
+}
+
+/// The full connections: what each has read, since when, and how to close it.
+#[derive(Clone, Default)]
+struct Live(Arc<Mutex<LiveSet>>);
+
+#[derive(Default)]
+struct LiveSet {
+    next: u64,
+    entries: HashMap<u64, Arc<Listed>>,
+}
+
+/// One full connection, as [`Live`] sees it.
+struct Listed {
+    read: Arc<AtomicU64>,
+    since: Instant,
+    evict: Arc<Notify>,
+}
+
+/// A listed connection; dropping it takes it off the list.
+struct ListedGuard {
+    id: u64,
+    entry: Arc<Listed>,
+    live: Live,
+}
+
+impl std::ops::Deref for ListedGuard {
+    type Target = Listed;
+    fn deref(&self) -> &Listed {
+        &self.entry
+    }
+}
+
+impl Drop for ListedGuard {
+    fn drop(&mut self) {
+        self.live.lock().entries.remove(&self.id);
+    }
+}
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveSet> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self) -> ListedGuard {
+        let entry = Arc::new(Listed {
+            read: Arc::default(),
+            since: Instant::now(),
+            evict: Arc::new(Notify::new()),
+        });
+        let mut set = self.lock();
+        let id = set.next;
+        set.next += 1;
+        set.entries.insert(id, entry.clone());
+        ListedGuard {
+            id,
+            entry,
+            live: self.clone(),
+        }
+    }
+
+    /// Closes the full connection older than [`EVICTABLE_AFTER`] that has read the fewest
+    /// bytes a second, and takes it off the list; false if there is none.
+    fn evict_slowest(&self) -> bool {
+        let now = Instant::now();
+        let mut set = self.lock();
+        let slowest = set
+            .entries
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.since) >= EVICTABLE_AFTER)
+            .map(|(id, e)| {
+                let rate = e.read.load(Ordering::Relaxed) as f64
+                    / now.duration_since(e.since).as_secs_f64();
+                (*id, rate)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(id, _)| id);
+        let Some(entry) = slowest.and_then(|id| set.entries.remove(&id)) else {
+            return false;
+        };
+        entry.evict.notify_one();
+        true
+    }
+}
+
+/// A connection's socket, counting the bytes read from it.
+struct Counted {
+    stream: TcpStream,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.read.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -651,3 +651,80 @@ async fn a_body_trickled_below_the_least_rate_is_cut_off_and_the_slice_stays_fre
     let source = bytes(64 * 1024, 5);
     assert_eq!(put(&base, &location, 0, &source).await.0, 204);
 }
+
+/// Trickles hold the connection budget; past it, each new client closes the connection
+/// that moved the fewest bytes a second, and one that moved many stays.
+#[tokio::test]
+async fn past_the_budget_the_slowest_connections_make_room_for_new_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = spawn(dir.path(), &["--max-connections", "4"]);
+    // One connection that sent a 1 MiB slice, kept alive.
+    let big = bytes(MIB, 6);
+    let heavy_upload = create(&base, json!({"chunkSize": MIB, "size": MIB})).await;
+    let mut heavy = TcpStream::connect(addr(&base)).await.unwrap();
+    let head = format!(
+        "PUT {heavy_upload}/slices/0 HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        addr(&base),
+        big.len()
+    );
+    heavy.write_all(head.as_bytes()).await.unwrap();
+    heavy.write_all(&big).await.unwrap();
+    let answer = read_answer(&mut heavy).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    // Three that trickle a slice's body, a byte every 500 ms (never idle).
+    let source = bytes(4 * 64 * 1024, 7);
+    let location = create(&base, json!({"chunkSize": 64 * 1024, "size": source.len()})).await;
+    let mut trickles = Vec::new();
+    for index in 0..3 {
+        let stream = put_partial(&base, &location, index, &source[..64 * 1024], 0).await;
+        let (reader, mut writer) = stream.into_split();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                if writer.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        trickles.push(reader);
+    }
+    // Old enough to be judged by their pace.
+    tokio::time::sleep(chunkwise_server::serve::EVICTABLE_AFTER + Duration::from_millis(500)).await;
+    // Three new clients, each kept connected: each needs a place.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(addr(&base)).await.unwrap();
+        let body = json!({"chunkSize": 1024}).to_string();
+        let request = format!(
+            "POST /uploads HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            addr(&base),
+            body.len()
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(PROMPTLY, read_answer(&mut client))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 201"),
+            "a new client was served: {answer}"
+        );
+        clients.push(client);
+    }
+    for mut trickle in trickles {
+        assert!(
+            read_until_closed(&mut trickle, PROMPTLY).await.is_some(),
+            "a trickle was left open"
+        );
+    }
+    // The connection that moved a MiB is still served.
+    heavy
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&base)).as_bytes())
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(PROMPTLY, read_answer(&mut heavy))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+}
