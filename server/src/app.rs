@@ -485,9 +485,10 @@ async fn delete_upload<B: Backend>(
 async fn complete_upload<B: Backend>(
     State(state): State<AppState<B>>,
     path: Result<Path<String>, PathRejection>,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(path_error)?;
+    let (parts, body) = request.into_parts();
     let request: Complete = read_json(body, true).await?;
     let finish = Finish {
         size: request.size,
@@ -498,6 +499,9 @@ async fn complete_upload<B: Backend>(
             "invalid_slices_sha256",
         )?,
     };
+    if let Some(hooks) = state.hooks.as_ref().filter(|h| h.asks_pre_finish()) {
+        ask_before_finish(&state, hooks, &id, finish.size, &parts).await?;
+    }
     let (completed, upload) = match state.backend.complete(&id, finish).await {
         Ok(done) => done,
         Err(error) => {
@@ -516,6 +520,43 @@ async fn complete_upload<B: Backend>(
         hooks.upload_finished(&upload, &completed).await?;
     }
     Ok(Json(completed).into_response())
+}
+
+/// With `--hook-pre-finish`, the hook is asked before an upload completes, with its size
+/// (`pre-finish`): a quota that `pre-create` could not judge, since the upload was created
+/// without a size, is judged here. A refusal deletes the upload, so that nothing the hook
+/// refused stays on disk. A repeated `complete` is not asked again.
+async fn ask_before_finish<B: Backend>(
+    state: &AppState<B>,
+    hooks: &crate::hooks::Hooks,
+    id: &str,
+    size: Option<u64>,
+    parts: &axum::http::request::Parts,
+) -> Result<(), ApiError> {
+    let status = state.backend.status(id).await?;
+    // Without a size anywhere, `complete` itself refuses it.
+    let Some(size) = size.or(status.size).filter(|_| !status.complete) else {
+        return Ok(());
+    };
+    let upload = serde_json::json!({
+        "id": id, "size": size, "chunkSize": status.chunk_size, "metadata": status.metadata,
+    });
+    let remote_addr = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    let asked = hooks.pre_finish(upload, &parts.headers, remote_addr).await;
+    if let Err(refusal) = &asked {
+        if refusal.status.is_client_error() {
+            tracing::info!(
+                id,
+                size,
+                "the pre-finish hook refused the upload; deleting it"
+            );
+            let _ = state.backend.delete(id).await;
+        }
+    }
+    asked
 }
 
 /// An optional SHA-256 given as hex in a JSON field.

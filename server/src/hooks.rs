@@ -55,6 +55,8 @@ pub struct HookConfig {
     pub timeout: Duration,
     /// More request headers for `pre-create`, besides `Authorization` and `Cookie`.
     pub forward_headers: Vec<HeaderName>,
+    /// Ask the hook before every `complete` (`pre-finish`), with the size then known.
+    pub pre_finish: bool,
 }
 
 impl HookConfig {
@@ -225,18 +227,48 @@ impl Hooks {
         headers: &HeaderMap,
         remote_addr: Option<SocketAddr>,
     ) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+        self.ask("pre-create", upload, headers, remote_addr).await
+    }
+
+    /// Whether `complete` asks [`Self::pre_finish`] first (`--hook-pre-finish`).
+    pub fn asks_pre_finish(&self) -> bool {
+        self.config.pre_finish
+    }
+
+    /// Asks the hook whether an upload may complete, with its size now known (an upload
+    /// created without one passed `pre-create` unjudged). The same answers as
+    /// [`Self::pre_create`]; metadata in the answer is ignored.
+    pub async fn pre_finish(
+        &self,
+        upload: Value,
+        headers: &HeaderMap,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<(), ApiError> {
+        self.ask("pre-finish", upload, headers, remote_addr)
+            .await
+            .map(drop)
+    }
+
+    /// Sends the blocking event `kind` and reads the hook's answer.
+    async fn ask(
+        &self,
+        kind: &str,
+        upload: Value,
+        headers: &HeaderMap,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Option<BTreeMap<String, String>>, ApiError> {
         let mut forwarded = serde_json::Map::new();
         for name in ALWAYS_FORWARDED
             .iter()
             .copied()
             .chain(self.config.forward_headers.iter().map(HeaderName::as_str))
         {
-            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            if let Some(value) = forwarded_value(headers, name) {
                 forwarded.insert(name.to_string(), value.into());
             }
         }
         let event = json!({
-            "type": "pre-create",
+            "type": kind,
             "eventId": new_event_id(),
             "upload": upload,
             "request": {"headers": forwarded, "remoteAddr": remote_addr.map(|a| a.to_string())},
@@ -246,15 +278,20 @@ impl Hooks {
             return Err(ApiError::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "hook_event_too_large",
-                format!("the pre-create event would exceed {MAX_EVENT_BYTES} bytes (metadata and forwarded headers)"),
+                format!("the {kind} event would exceed {MAX_EVENT_BYTES} bytes (metadata and forwarded headers)"),
             ));
         }
         let down = |why: String| {
-            tracing::warn!(%why, "pre-create hook unavailable");
+            tracing::warn!(%why, kind, "hook unavailable");
+            let not = if kind == "pre-create" {
+                "created"
+            } else {
+                "completed"
+            };
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "hook_unavailable",
-                format!("the upload was not created: the server's pre-create hook {why}"),
+                format!("the upload was not {not}: the server's {kind} hook {why}"),
             )
         };
         let response = self
@@ -464,6 +501,19 @@ pub fn new_event_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     chunkwise_core::protocol::hex(&bytes)
+}
+
+/// The value of header `name` the hook is given. A header sent more than once gives its
+/// last line: a proxy appends its own after the client's, so the last is the one the
+/// nearest hop vouches for, as with `X-Forwarded-For`. `Cookie` lines are one list (HTTP/2
+/// sends each cookie on a line of its own), joined with `; `.
+fn forwarded_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut lines = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    if name == "cookie" {
+        let joined = lines.collect::<Vec<_>>().join("; ");
+        return (!joined.is_empty()).then_some(joined);
+    }
+    lines.next_back().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -69,6 +69,10 @@ struct Cli {
         value_delimiter = ','
     )]
     hook_forward_headers: Vec<axum::http::HeaderName>,
+    /// Ask the hook before every complete (a pre-finish event, with the size then known),
+    /// so that it can judge uploads created without a size.
+    #[arg(long, env = "CHUNKWISE_HOOK_PRE_FINISH")]
+    hook_pre_finish: bool,
     /// The S3-compatible store, for direct mode (--s3-bucket: browsers send slices straight
     /// to the bucket and this server only signs) or scale-out mode (--store). Credentials
     /// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
@@ -287,6 +291,7 @@ async fn hooks(
         secret: cli.hook_secret.clone().filter(|s| !s.is_empty()),
         timeout: cli.hook_timeout,
         forward_headers: cli.hook_forward_headers.clone(),
+        pre_finish: cli.hook_pre_finish,
     };
     let hooks = chunkwise_server::hooks::Hooks::start(config, &cli.data_dir, completed)
         .await

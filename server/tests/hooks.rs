@@ -28,6 +28,9 @@ enum Answer {
     /// Allows uploads, but every other event gets 503.
     AllowButEventsDown,
     Refuse(u16, &'static str),
+    /// Refuses an upload whose size is known and over this many bytes, as a per-user quota
+    /// would; one without a size passes.
+    RefuseSizeOver(u64),
     Rewrite(Value),
     Down,
     Slow(Duration),
@@ -65,9 +68,10 @@ async fn receive(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let event: Value = serde_json::from_str(&body).unwrap();
-    let is_pre_create = event["type"] == "pre-create";
+    let blocking = event["type"] == "pre-create" || event["type"] == "pre-finish";
+    let size = event["upload"]["size"].as_u64();
     r.events.lock().unwrap().push(event);
-    if !is_pre_create {
+    if !blocking {
         if let Answer::AllowButEventsDown = answer {
             r.events.lock().unwrap().pop();
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -81,6 +85,12 @@ async fn receive(
             axum::Json(json!({"error": {"message": message}})),
         )
             .into_response(),
+        Answer::RefuseSizeOver(limit) if size.is_some_and(|s| s > limit) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(json!({"error": {"message": format!("over the {limit}-byte quota")}})),
+        )
+            .into_response(),
+        Answer::RefuseSizeOver(_) => StatusCode::OK.into_response(),
         Answer::Rewrite(metadata) => axum::Json(json!({"metadata": metadata})).into_response(),
         Answer::Slow(wait) => {
             tokio::time::sleep(wait).await;
@@ -154,6 +164,7 @@ async fn server(dir: &std::path::Path, hook_url: &str, timeout: Duration) -> Str
             secret: Some(SECRET.into()),
             timeout,
             forward_headers: vec!["x-user".parse().unwrap()],
+            pre_finish: true,
         },
         dir,
         store
@@ -459,4 +470,98 @@ async fn an_expired_upload_is_announced_and_oversized_metadata_never_reaches_the
         terminated[0]["upload"]["metadata"],
         json!({"name": "abandoned.bin"})
     );
+}
+
+#[tokio::test]
+async fn a_header_sent_twice_gives_the_hook_the_line_the_proxy_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(Answer::Refuse(403, "no")).await;
+    let base = server(dir.path(), &url, Duration::from_secs(5)).await;
+    // The client's own X-User first, then the one a proxy in front appended.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/uploads"))
+        .header("x-user", "666")
+        .header("cookie", "theme=dark")
+        .header("cookie", "session=abc")
+        .header("x-user", "7")
+        .body(json!({"chunkSize": 1024, "size": 3000}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let event = &receiver.events_of("pre-create")[0];
+    assert_eq!(
+        event["request"]["headers"],
+        json!({"cookie": "theme=dark; session=abc", "x-user": "7"})
+    );
+}
+
+/// Creates an upload without a size, sends `bytes` in 1024-byte slices, and completes it
+/// with its size; returns the completion's status and body.
+async fn upload_deferred(base: &str, bytes: &[u8]) -> (String, u16, Value) {
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{base}/uploads"))
+        .header("authorization", "Bearer user-7")
+        .body(json!({"chunkSize": 1024}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "a deferred size passes pre-create");
+    let location = format!("/{}", created.headers()["location"].to_str().unwrap());
+    for (i, part) in bytes.chunks(1024).enumerate() {
+        let response = client
+            .put(format!("{base}{location}"))
+            .header(protocol::SLICE_INDEX, i.to_string())
+            .body(part.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    let response = client
+        .post(format!("{base}{location}"))
+        .header("authorization", "Bearer user-7")
+        .body(json!({"size": bytes.len()}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (location, status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn pre_finish_judges_a_deferred_size_once_known_and_a_refusal_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(Answer::RefuseSizeOver(2048)).await;
+    let base = server(dir.path(), &url, Duration::from_secs(5)).await;
+    // Within the quota: asked again, allowed, completed.
+    let (_, status, done) = upload_deferred(&base, &[7u8; 2000]).await;
+    assert_eq!(status, 200, "{done}");
+    let asked = receiver.events_of("pre-finish");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0]["upload"]["size"], 2000);
+    assert_eq!(asked[0]["upload"]["id"], done["id"]);
+    assert_eq!(
+        asked[0]["request"]["headers"]["authorization"],
+        "Bearer user-7"
+    );
+    // Over it: refused with the hook's words, and the upload is gone.
+    let (location, status, refused) = upload_deferred(&base, &[8u8; 3000]).await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["error"]["code"], "refused_by_hook");
+    assert_eq!(refused["error"]["message"], "over the 2048-byte quota");
+    let gone = reqwest::get(format!("{base}{location}")).await.unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(uploads_on_disk(dir.path()), 0);
+    assert_eq!(receiver.events_of("pre-finish").len(), 2);
+    // A repeated complete of the first is not asked again.
+    let again = reqwest::Client::new()
+        .post(format!("{base}/uploads/{}", done["id"].as_str().unwrap()))
+        .body(json!({"size": 2000}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(receiver.events_of("pre-finish").len(), 2);
 }
