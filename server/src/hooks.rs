@@ -115,11 +115,17 @@ pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
 impl Hooks {
     /// Opens the outbox under `data_dir`, queues the `post-finish` of every upload in
     /// `completed` that has none yet, and starts delivering.
-    pub async fn start(
+    pub async fn start<Load, Loaded>(
         config: HookConfig,
         data_dir: &Path,
-        completed: Vec<(UploadInfo, chunkwise_core::protocol::Completed)>,
-    ) -> std::io::Result<Arc<Self>> {
+        completed_ids: Vec<String>,
+        load: Load,
+    ) -> std::io::Result<Arc<Self>>
+    where
+        Load: Fn(String) -> Loaded,
+        Loaded:
+            std::future::Future<Output = Option<(UploadInfo, chunkwise_core::protocol::Completed)>>,
+    {
         let outbox = data_dir.join("hooks").join("outbox");
         let finished = data_dir.join("hooks").join("finished");
         let first_start = !finished.exists();
@@ -138,22 +144,27 @@ impl Hooks {
             finished,
             wake: tokio::sync::Notify::new(),
         });
-        for (upload, completed) in completed {
-            if hooks.finished.join(&upload.id).exists() {
+        // Only an upload whose post-finish was never stored is read (`load`): a restart
+        // over many completed uploads holds their ids, not their metadata.
+        for id in completed_ids {
+            if hooks.finished.join(&id).exists() {
                 continue;
             }
             if first_start {
-                hooks.mark_finished(&upload.id).await?;
-            } else {
-                tracing::info!(
-                    id = upload.id,
-                    "queueing a post-finish that was never stored"
-                );
-                hooks
-                    .upload_finished(&upload, &completed)
-                    .await
-                    .map_err(|e| std::io::Error::other(e.message))?;
+                hooks.mark_finished(&id).await?;
+                continue;
             }
+            let Some((upload, completed)) = load(id).await else {
+                continue;
+            };
+            tracing::info!(
+                id = upload.id,
+                "queueing a post-finish that was never stored"
+            );
+            hooks
+                .upload_finished(&upload, &completed)
+                .await
+                .map_err(|e| std::io::Error::other(e.message))?;
         }
         tokio::spawn(hooks.clone().deliver_forever());
         Ok(hooks)

@@ -220,13 +220,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Store::open(&cli.data_dir, limits)
             .map_err(|e| format!("cannot open --data-dir {}: {e}", cli.data_dir.display()))?,
     );
-    let completed = store
-        .completed()
-        .await
-        .into_iter()
-        .map(|(upload, completed)| (upload.info(), completed))
-        .collect();
-    let hooks = hooks(&cli, completed).await?;
+    let hooks = hooks(&cli, Some(&store)).await?;
 
     let metrics = Arc::new(Metrics::default());
     let expiry_store = store.clone();
@@ -278,10 +272,7 @@ fn parse_store(store: &str) -> Result<(String, String), String> {
 /// uploads that never had one.
 async fn hooks(
     cli: &Cli,
-    completed: Vec<(
-        chunkwise_server::store::UploadInfo,
-        chunkwise_core::protocol::Completed,
-    )>,
+    store: Option<&Arc<Store>>,
 ) -> Result<Option<Arc<chunkwise_server::hooks::Hooks>>, Box<dyn std::error::Error>> {
     let Some(url) = cli.hook_url.clone() else {
         return Ok(None);
@@ -293,7 +284,15 @@ async fn hooks(
         forward_headers: cli.hook_forward_headers.clone(),
         pre_finish: cli.hook_pre_finish,
     };
-    let hooks = chunkwise_server::hooks::Hooks::start(config, &cli.data_dir, completed)
+    let completed = match store {
+        Some(store) => store.completed_ids().await,
+        None => Vec::new(),
+    };
+    let load = |id: String| {
+        let store = store.cloned();
+        async move { store?.completed_record(&id).await }
+    };
+    let hooks = chunkwise_server::hooks::Hooks::start(config, &cli.data_dir, completed, load)
         .await
         .map_err(|e| {
             format!(
@@ -446,7 +445,7 @@ async fn run_bucket(
     });
     // The store cannot list completed uploads whose post-finish was never stored; a
     // client retrying complete queues it again.
-    let hooks = hooks(&cli, Vec::new()).await?;
+    let hooks = hooks(&cli, None).await?;
     serve(&cli, backend, hooks, Arc::default(), |addr| {
         if through {
             tracing::info!(%addr, %endpoint, %bucket, %prefix, "scale-out mode: slices pass through to the bucket");

@@ -167,12 +167,11 @@ async fn server(dir: &std::path::Path, hook_url: &str, timeout: Duration) -> Str
             pre_finish: true,
         },
         dir,
-        store
-            .completed()
-            .await
-            .into_iter()
-            .map(|(upload, completed)| (upload.info(), completed))
-            .collect(),
+        store.completed_ids().await,
+        |id: String| {
+            let store = store.clone();
+            async move { store.completed_record(&id).await }
+        },
     )
     .await
     .unwrap();

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::store::error::{ErrorKind, StoreError};
-use crate::store::{is_valid_id, new_id};
+use crate::store::{is_valid_id, new_id, UploadInfo};
 
 /// Server-wide limits.
 #[derive(Clone, Debug)]
@@ -1264,34 +1264,39 @@ impl Store {
         .await
     }
 
-    /// Every completed upload, with its completion, read from disk (at start, for the hooks
-    /// to replay what was never delivered).
-    pub async fn completed(&self) -> Vec<(Arc<Upload>, Completed)> {
+    /// The ids of completed uploads (`files/{id}.json`), without reading their records:
+    /// a restart over many completed uploads holds their ids, not their metadata.
+    pub async fn completed_ids(&self) -> Vec<String> {
         let files = self.root.join("files");
-        let metas = blocking("listing completed uploads", move || {
-            let mut metas = Vec::new();
+        blocking("listing completed uploads", move || {
+            let mut ids = Vec::new();
             for entry in std::fs::read_dir(files)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.strip_suffix(".json").is_some_and(is_valid_id) {
-                    if let Ok(Ok(meta)) = std::fs::read(entry.path())
-                        .map(|bytes| serde_json::from_slice::<FinalMeta>(&bytes))
-                    {
-                        metas.push(meta);
-                    }
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".json").filter(|id| is_valid_id(id)) {
+                    ids.push(id.to_string());
                 }
             }
-            Ok(metas)
+            Ok(ids)
         })
         .await
-        .unwrap_or_default();
-        metas
-            .into_iter()
-            .map(|meta| {
-                let done = meta.completion();
-                (Arc::new(self.completed_upload(meta)), done)
-            })
-            .collect()
+        .unwrap_or_default()
+    }
+
+    /// A completed upload's record, read when asked for: what hooks know of it, and what
+    /// `complete` answered.
+    pub async fn completed_record(&self, id: &str) -> Option<(UploadInfo, Completed)> {
+        if !is_valid_id(id) {
+            return None;
+        }
+        let path = self.root.join("files").join(format!("{id}.json"));
+        let meta = blocking("reading a completed upload", move || {
+            serde_json::from_slice::<FinalMeta>(&std::fs::read(path)?)
+                .map_err(std::io::Error::other)
+        })
+        .await
+        .ok()?;
+        let done = meta.completion();
+        Some((self.completed_upload(meta).info(), done))
     }
 
     /// How many uploads are unfinished: created and not yet completed, deleted or expired.
