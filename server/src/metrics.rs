@@ -204,7 +204,7 @@ pub struct Present<B> {
 impl<B: Backend> Present<B> {
     async fn refresh(&self, metrics: &Metrics) {
         let data_dir = self.data_dir.clone();
-        if let Ok(Ok(free)) = tokio::task::spawn_blocking(move || free_bytes(&data_dir)).await {
+        if let Ok(Ok(free)) = tokio::task::spawn_blocking(move || crate::store::disk::free_bytes(&data_dir)).await {
             metrics
                 .data_dir_free
                 .set(i64::try_from(free).unwrap_or(i64::MAX));
@@ -246,12 +246,6 @@ async fn scrape<B: Backend>(
         metrics.encode(),
     )
         .into_response()
-}
-
-/// Free bytes an unprivileged user may fill on the file system holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
-    let stat = rustix::fs::statvfs(path)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Counts a request in [`Metrics::requests_in_flight`] while it is handled (dropped with

@@ -29,6 +29,13 @@ use sha2::{Digest, Sha256};
 use crate::store::error::{ErrorKind, StoreError};
 use crate::store::{is_valid_id, new_id, UploadInfo};
 
+/// Free bytes an unprivileged user may fill on the file system holding `path` (a create
+/// larger than that is refused; the metrics show it for `--data-dir`).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Server-wide limits.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -932,7 +939,7 @@ impl Store {
         if let Some(size) = size {
             let root = self.root.clone();
             let free = blocking("reading the free space", move || {
-                crate::metrics::free_bytes(&root)
+                free_bytes(&root)
             })
             .await?;
             if size > free {
