@@ -204,7 +204,9 @@ pub struct Present<B> {
 impl<B: Backend> Present<B> {
     async fn refresh(&self, metrics: &Metrics) {
         let data_dir = self.data_dir.clone();
-        if let Ok(Ok(free)) = tokio::task::spawn_blocking(move || crate::store::disk::free_bytes(&data_dir)).await {
+        if let Ok(Ok(free)) =
+            tokio::task::spawn_blocking(move || crate::store::disk::free_bytes(&data_dir)).await
+        {
             metrics
                 .data_dir_free
                 .set(i64::try_from(free).unwrap_or(i64::MAX));

@@ -938,10 +938,7 @@ impl Store {
     ) -> Result<Arc<Upload>, StoreError> {
         if let Some(size) = size {
             let root = self.root.clone();
-            let free = blocking("reading the free space", move || {
-                free_bytes(&root)
-            })
-            .await?;
+            let free = blocking("reading the free space", move || free_bytes(&root)).await?;
             if size > free {
                 return Err(StoreError::new(
                     ErrorKind::Full,
