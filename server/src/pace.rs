@@ -73,14 +73,16 @@ impl http_body::Body for Paced {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.received += data.len() as u64;
-                    let deadline = this.pace.deadline(this.start, this.received);
-                    this.timer.as_mut().reset(deadline);
-                }
+                this.received += frame.data_ref().map_or(0, |d| d.len() as u64);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
+                // The timer moves only when the body waits, not for every frame that
+                // arrives while it flows.
+                let deadline = this.pace.deadline(this.start, this.received);
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
                 ready!(this.timer.as_mut().poll(cx));
                 Poll::Ready(Some(Err(axum::Error::new(TooSlow {
                     received: this.received,

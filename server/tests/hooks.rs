@@ -210,9 +210,8 @@ async fn create(base: &str, metadata: Value) -> reqwest::Response {
         .unwrap()
 }
 
-/// Sends all three slices and completes; returns the completion answer.
-async fn upload_rest(base: &str, location: &str, bytes: &[u8]) -> Value {
-    let client = reqwest::Client::new();
+/// Sends `bytes` to the upload at `location` in 1024-byte slices, each stored.
+async fn send_slices(client: &reqwest::Client, base: &str, location: &str, bytes: &[u8]) {
     for (i, part) in bytes.chunks(1024).enumerate() {
         let response = client
             .put(format!("{base}{location}"))
@@ -223,6 +222,12 @@ async fn upload_rest(base: &str, location: &str, bytes: &[u8]) -> Value {
             .unwrap();
         assert_eq!(response.status(), 204);
     }
+}
+
+/// Sends all three slices and completes; returns the completion answer.
+async fn upload_rest(base: &str, location: &str, bytes: &[u8]) -> Value {
+    let client = reqwest::Client::new();
+    send_slices(&client, base, location, bytes).await;
     let response = client
         .post(format!("{base}{location}"))
         .body("{}")
@@ -508,16 +513,7 @@ async fn upload_deferred(base: &str, bytes: &[u8]) -> (String, u16, Value) {
         .unwrap();
     assert_eq!(created.status(), 201, "a deferred size passes pre-create");
     let location = format!("/{}", created.headers()["location"].to_str().unwrap());
-    for (i, part) in bytes.chunks(1024).enumerate() {
-        let response = client
-            .put(format!("{base}{location}"))
-            .header(protocol::SLICE_INDEX, i.to_string())
-            .body(part.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 204);
-    }
+    send_slices(&client, base, &location, bytes).await;
     let response = client
         .post(format!("{base}{location}"))
         .header("authorization", "Bearer user-7")

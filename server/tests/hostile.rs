@@ -574,6 +574,20 @@ async fn read_answer(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::i
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
+/// A `GET /healthz` request, kept alive.
+fn healthz(base: &str) -> String {
+    format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", addr(base))
+}
+
+/// Sends `request` on `stream` and reads its answer, within [`PROMPTLY`].
+async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(PROMPTLY, read_answer(stream))
+        .await
+        .expect("answered within the bound")
+        .unwrap()
+}
+
 /// Firefox drops an answer whose connection is reset under it: a refusal given before a
 /// large body was read must still reach the client whole, on a connection that stays open.
 #[tokio::test]
@@ -608,14 +622,7 @@ async fn a_refusal_before_a_large_body_was_read_arrives_and_the_connection_stays
         "{answer}"
     );
     // The same connection serves the next request.
-    stream
-        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&base)).as_bytes())
-        .await
-        .unwrap();
-    let next = tokio::time::timeout(PROMPTLY, read_answer(&mut stream))
-        .await
-        .unwrap()
-        .unwrap();
+    let next = exchange(&mut stream, &healthz(&base)).await;
     assert!(next.starts_with("HTTP/1.1 200"), "{next}");
 }
 
@@ -700,11 +707,7 @@ async fn past_the_budget_the_slowest_connections_make_room_for_new_clients() {
             addr(&base),
             body.len()
         );
-        client.write_all(request.as_bytes()).await.unwrap();
-        let answer = tokio::time::timeout(PROMPTLY, read_answer(&mut client))
-            .await
-            .unwrap()
-            .unwrap();
+        let answer = exchange(&mut client, &request).await;
         assert!(
             answer.starts_with("HTTP/1.1 201"),
             "a new client was served: {answer}"
@@ -718,14 +721,7 @@ async fn past_the_budget_the_slowest_connections_make_room_for_new_clients() {
         );
     }
     // The connection that moved a MiB is still served.
-    heavy
-        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&base)).as_bytes())
-        .await
-        .unwrap();
-    let next = tokio::time::timeout(PROMPTLY, read_answer(&mut heavy))
-        .await
-        .unwrap()
-        .unwrap();
+    let next = exchange(&mut heavy, &healthz(&base)).await;
     assert!(next.starts_with("HTTP/1.1 200"), "{next}");
 }
 
